@@ -1,0 +1,182 @@
+"""Dense neighbour lists shared by every kernel of mlip.
+
+A :class:`NeighborList` stores, for each of ``N`` (padded) atoms, up to ``M``
+neighbours as
+
+* ``idx``    -- ``int32 [N, M]``: index of the neighbour atom ``j``; empty slots
+  hold ``N`` (one past the last atom), so ``idx < N`` is the validity mask;
+* ``shifts`` -- ``int32 [N, M, 3]``: integer lattice translation ``S`` such that the
+  neighbour sits at ``positions[j] + S @ cell`` (Å).
+
+The pair vector is therefore ``r_ij = positions[j] + shifts @ cell - positions[i]``.
+Both arrays are JAX pytree leaves, so a list can be passed into jit-compiled code
+and rebuilt inside it (see :mod:`mlip.kernels.cell_list`).
+
+The host builder here uses matscipy's O(N) linked-cell list, which handles open,
+periodic and mixed boundaries and cells thinner than the cutoff (several images
+of the same atom).  The dense capacity ``M`` is never smaller than the largest
+neighbour count: nothing is ever dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class NeighborList:
+    """Dense, padded neighbour list (see module docstring for the layout)."""
+
+    idx: jax.Array | np.ndarray
+    shifts: jax.Array | np.ndarray
+
+    @property
+    def capacity(self) -> int:
+        """Neighbour slots per atom (``M``)."""
+        return int(self.idx.shape[1])
+
+    def mask(self):
+        """Boolean ``[N, M]`` array, True for occupied slots."""
+        return self.idx < self.idx.shape[0]
+
+
+def round_up(value: int, multiple: int) -> int:
+    """Smallest multiple of ``multiple`` that is >= ``value`` (and >= ``multiple``)."""
+    return max(multiple, -(-int(value) // multiple) * multiple)
+
+
+def check_cell(cell: np.ndarray, pbc: np.ndarray) -> None:
+    """Raise ``ValueError`` if a periodic direction has a degenerate cell vector.
+
+    A periodic system needs a cell with non-zero volume spanned by its periodic
+    vectors; a zero-length periodic vector would otherwise give infinite images.
+    """
+    cell = np.asarray(cell, dtype=float)
+    pbc = np.asarray(pbc, dtype=bool)
+    if not np.all(np.isfinite(cell)):
+        raise ValueError("cell contains NaN or infinite entries")
+    if pbc.any():
+        lengths = np.linalg.norm(cell, axis=1)
+        if np.any(lengths[pbc] < 1e-8):
+            raise ValueError(
+                f"cell vector(s) {np.flatnonzero(pbc & (lengths < 1e-8)).tolist()} are periodic "
+                "but have zero length; give the cell or switch pbc off in that direction"
+            )
+        if abs(np.linalg.det(cell)) < 1e-10 and pbc.all():
+            raise ValueError("periodic cell has zero volume")
+
+
+def host_pairs(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All ordered pairs ``(i, j, S)`` with ``|r_ij| < cutoff`` (matscipy, O(N)).
+
+    Args:
+        positions: ``[N, 3]`` Cartesian positions, Å.
+        cell: ``[3, 3]`` cell vectors as rows, Å.
+        pbc: three booleans, periodicity along each cell vector.
+        cutoff: pair cutoff, Å.
+
+    Returns:
+        ``i``, ``j`` (``int64 [P]``) and ``S`` (``int64 [P, 3]``), without self pairs.
+    """
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    cell = np.asarray(cell, dtype=np.float64)
+    pbc = np.asarray(pbc, dtype=bool)
+    if len(positions) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros((0, 3), dtype=np.int64)
+    check_cell(cell, pbc)
+    if not pbc.all():
+        cell = _open_direction_cell(cell, pbc)
+    i, j, shifts = _matscipy_neighbour_list(
+        "ijS", positions=positions, cell=cell, pbc=pbc, cutoff=float(cutoff)
+    )
+    return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64)
+
+
+def _open_direction_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """Make the cell non-singular by completing degenerate open-direction vectors.
+
+    matscipy needs an invertible cell even along non-periodic directions; no shift
+    is ever applied along them, so any independent vector will do.
+    """
+    cell = np.array(cell, dtype=np.float64)
+    for axis in np.flatnonzero(~pbc):
+        others = np.delete(cell, axis, axis=0)
+        others = others[np.linalg.norm(others, axis=1) > 1e-8]
+        if np.linalg.norm(cell[axis]) > 1e-8 and not _is_dependent(cell[axis], others):
+            continue
+        for candidate in np.eye(3):
+            if not _is_dependent(candidate, others):
+                cell[axis] = candidate
+                break
+    return cell
+
+
+def _is_dependent(vector: np.ndarray, others: np.ndarray) -> bool:
+    stack = np.vstack([others, vector]) if len(others) else vector[None]
+    return np.linalg.matrix_rank(stack, tol=1e-8) < len(stack)
+
+
+def dense_from_pairs(
+    i: np.ndarray,
+    j: np.ndarray,
+    shifts: np.ndarray,
+    n_atoms: int,
+    capacity: int | None = None,
+    n_padded: int | None = None,
+    multiple: int = 8,
+) -> NeighborList:
+    """Pack a pair list into a dense :class:`NeighborList`.
+
+    Args:
+        i, j, shifts: pair list as returned by :func:`host_pairs`.
+        n_atoms: number of real atoms.
+        capacity: neighbour slots per atom; ``None`` picks the largest count rounded
+            up to ``multiple``.  A capacity below the largest count is grown (never
+            truncated).
+        n_padded: total number of atom rows (>= ``n_atoms``); padding rows are empty.
+        multiple: rounding used when the capacity has to be chosen or grown.
+    """
+    n_rows = n_atoms if n_padded is None else int(n_padded)
+    if n_rows < n_atoms:
+        raise ValueError(f"n_padded={n_rows} is smaller than the number of atoms {n_atoms}")
+    counts = np.bincount(i, minlength=n_rows) if len(i) else np.zeros(n_rows, dtype=np.int64)
+    needed = int(counts.max()) if len(counts) else 0
+    if capacity is None or capacity < needed:
+        capacity = round_up(needed, multiple)
+    order = np.argsort(i, kind="stable")
+    i_sorted = i[order]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(len(i_sorted)) - starts[i_sorted]
+    idx = np.full((n_rows, capacity), n_rows, dtype=np.int32)
+    dense_shifts = np.zeros((n_rows, capacity, 3), dtype=np.int32)
+    idx[i_sorted, slot] = j[order]
+    dense_shifts[i_sorted, slot] = shifts[order]
+    return NeighborList(idx=idx, shifts=dense_shifts)
+
+
+def build_neighbor_list(
+    positions: np.ndarray,
+    cell: np.ndarray,
+    pbc: np.ndarray,
+    cutoff: float,
+    capacity: int | None = None,
+    n_padded: int | None = None,
+) -> NeighborList:
+    """Host-side O(N) neighbour list in dense form (see :func:`dense_from_pairs`)."""
+    i, j, shifts = host_pairs(positions, cell, pbc, cutoff)
+    return dense_from_pairs(i, j, shifts, len(positions), capacity=capacity, n_padded=n_padded)
+
+
+def pairs_from_dense(nl: NeighborList) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`dense_from_pairs`: ``(i, j, S)`` of all occupied slots."""
+    idx = np.asarray(nl.idx)
+    rows, cols = np.nonzero(idx < idx.shape[0])
+    return rows.astype(np.int64), idx[rows, cols].astype(np.int64), np.asarray(nl.shifts)[rows, cols].astype(np.int64)

@@ -1,0 +1,398 @@
+"""Behler-Parrinello atom-centred symmetry functions with n2p2's conventions.
+
+Three element-resolved types are provided, numbered and written as in n2p2's
+``input.nn`` (``symfunction_short`` lines); all distances in Å, eta in Å^-2:
+
+* type 2, radial::
+
+    G_i = sum_{j != i, e_j = e1} exp(-eta (r_ij - r_s)^2) f_c(r_ij)
+
+* type 3, narrow angular::
+
+    G_i = 2^(1-zeta) sum_{j != i} sum_{k > j, {e_j, e_k} = {e1, e2}}
+          (1 + lambda cos theta_ijk)^zeta
+          exp(-eta [(r_ij - r_s)^2 + (r_ik - r_s)^2 + (r_jk - r_s)^2])
+          f_c(r_ij) f_c(r_ik) f_c(r_jk)
+
+* type 9, wide angular: as type 3 without the r_jk terms.
+
+The kernel works on a dense neighbour list (see :mod:`mlip.kernels.neighbor_list`).
+For angular functions it factorises ``G = sum_j a1_j sum_k W_jk a2_k`` where the
+pair factors ``a`` carry the radial Gaussian, cutoff and element selection, and
+the triplet matrix ``W`` only depends on (lambda, zeta) for type 9 (plus eta, r_s
+and r_c for type 3).  Functions sharing ``W`` are evaluated with one batched
+matrix product, so the expensive triplet work is done once per distinct angular
+shape rather than once per function.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlip.kernels.cutoff import cutoff_function, cutoff_name
+
+RADIAL_TYPES = (2,)
+ANGULAR_TYPES = (3, 9)
+
+
+@dataclass(frozen=True, order=True)
+class SymmetryFunction:
+    """One symmetry function of n2p2 type 2, 3 or 9.
+
+    Attributes:
+        kind: n2p2 type number (2 radial, 3 narrow angular, 9 wide angular).
+        element: symbol of the central atom.
+        neighbors: one symbol (radial) or two symbols (angular, stored sorted).
+        eta: Gaussian width parameter, Å^-2.
+        r_cut: cutoff radius, Å.
+        r_shift: Gaussian centre r_s, Å.
+        lam: lambda = +1 or -1 (angular only).
+        zeta: angular exponent >= 1 (angular only).
+    """
+
+    kind: int
+    element: str
+    neighbors: tuple[str, ...]
+    eta: float
+    r_cut: float
+    r_shift: float = 0.0
+    lam: float = 1.0
+    zeta: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in RADIAL_TYPES + ANGULAR_TYPES:
+            raise ValueError(f"symmetry function type {self.kind} is not supported (2, 3 or 9)")
+        n_expected = 1 if self.kind in RADIAL_TYPES else 2
+        if len(self.neighbors) != n_expected:
+            raise ValueError(
+                f"type {self.kind} needs {n_expected} neighbour element(s), got {self.neighbors}"
+            )
+        if self.kind in ANGULAR_TYPES:
+            object.__setattr__(self, "neighbors", tuple(sorted(self.neighbors)))
+            if self.lam not in (1.0, -1.0):
+                raise ValueError(f"lambda must be +1 or -1, got {self.lam}")
+            if self.zeta < 1.0:
+                raise ValueError(f"zeta must be >= 1, got {self.zeta}")
+        if self.eta < 0 or self.r_cut <= 0:
+            raise ValueError(f"need eta >= 0 and r_cut > 0, got eta={self.eta}, r_cut={self.r_cut}")
+
+    @property
+    def environment_key(self) -> tuple:
+        """Everything except the central element: equal keys give equal values."""
+        return (self.kind, self.neighbors, self.eta, self.r_cut, self.r_shift, self.lam, self.zeta)
+
+    def to_n2p2(self) -> str:
+        """The ``symfunction_short`` line n2p2 uses for this function."""
+        if self.kind in RADIAL_TYPES:
+            return (
+                f"symfunction_short {self.element:2s} 2 {self.neighbors[0]:2s} "
+                f"{self.eta:.6E} {self.r_shift:.6E} {self.r_cut:.6E}"
+            )
+        e1, e2 = self.neighbors
+        return (
+            f"symfunction_short {self.element:2s} {self.kind} {e1:2s} {e2:2s} {self.eta:.6E} "
+            f"{self.lam:+.0f} {self.zeta:.6E} {self.r_cut:.6E} {self.r_shift:.6E}"
+        )
+
+    @classmethod
+    def from_n2p2(cls, line: str) -> "SymmetryFunction":
+        """Parse an n2p2 ``symfunction_short`` line (types 2, 3, 9)."""
+        words = line.split("#", 1)[0].split()
+        if not words or words[0] != "symfunction_short":
+            raise ValueError(f"not a symfunction_short line: {line!r}")
+        try:
+            element, kind = words[1], int(words[2])
+            if kind == 2:
+                return cls(2, element, (words[3],), float(words[4]), float(words[6]), float(words[5]))
+            if kind in ANGULAR_TYPES:
+                r_shift = float(words[9]) if len(words) > 9 else 0.0
+                return cls(
+                    kind, element, (words[3], words[4]), float(words[5]), float(words[8]),
+                    r_shift, float(words[6]), float(words[7]),
+                )
+        except (IndexError, ValueError) as error:
+            raise ValueError(f"malformed symfunction_short line {line!r}: {error}") from error
+        raise ValueError(f"symmetry function type {kind} is not supported (2, 3 or 9): {line!r}")
+
+
+@dataclass(frozen=True)
+class SymmetryFunctionSet:
+    """All symmetry functions of a model plus the shared cutoff function.
+
+    Attributes:
+        elements: chemical symbols, in the order used for species indices.
+        functions: the symmetry functions, any order; each element's features are
+            its functions in the order given here.
+        cutoff_type: cutoff function name or n2p2 number (n2p2 ``cutoff_type``).
+        cutoff_alpha: inner cutoff as a fraction of r_c (n2p2 ``cutoff_type`` 2nd arg).
+    """
+
+    elements: tuple[str, ...]
+    functions: tuple[SymmetryFunction, ...]
+    cutoff_type: str = "tanh"
+    cutoff_alpha: float = 0.0
+    _union: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "elements", tuple(self.elements))
+        object.__setattr__(self, "functions", tuple(self.functions))
+        object.__setattr__(self, "cutoff_type", cutoff_name(self.cutoff_type))
+        known = set(self.elements)
+        for function in self.functions:
+            unknown = ({function.element} | set(function.neighbors)) - known
+            if unknown:
+                raise ValueError(f"symmetry function {function} uses unknown element(s) {sorted(unknown)}")
+        for element in self.elements:
+            if not any(f.element == element for f in self.functions):
+                raise ValueError(f"element {element} has no symmetry functions")
+        union = tuple(dict.fromkeys(f.environment_key for f in self.functions))
+        object.__setattr__(self, "_union", union)
+
+    @property
+    def max_cutoff(self) -> float:
+        """Largest cutoff radius of any function, Å."""
+        return max(f.r_cut for f in self.functions)
+
+    def functions_of(self, element: str) -> tuple[SymmetryFunction, ...]:
+        """The functions whose central atom is ``element``, in feature order."""
+        return tuple(f for f in self.functions if f.element == element)
+
+    def n_features(self, element: str) -> int:
+        return len(self.functions_of(element))
+
+    def feature_columns(self, element: str) -> np.ndarray:
+        """Columns of the union feature matrix that form ``element``'s features."""
+        position = {key: n for n, key in enumerate(self._union)}
+        return np.array([position[f.environment_key] for f in self.functions_of(element)], dtype=np.int32)
+
+    @property
+    def n_union(self) -> int:
+        """Number of distinct environment functions computed for every atom."""
+        return len(self._union)
+
+    def to_n2p2(self) -> str:
+        """n2p2 ``input.nn`` fragment: cutoff_type plus one line per function."""
+        number = {"hard": 0, "cos": 1, "tanhu": 2, "tanh": 3, "exp": 4,
+                  "poly1": 5, "poly2": 6, "poly3": 7, "poly4": 8}[self.cutoff_type]
+        lines = [f"cutoff_type {number} {self.cutoff_alpha}"]
+        lines += [f.to_n2p2() for f in self.functions]
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict:
+        return {
+            "elements": list(self.elements),
+            "cutoff_type": self.cutoff_type,
+            "cutoff_alpha": self.cutoff_alpha,
+            "functions": [f.to_n2p2() for f in self.functions],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SymmetryFunctionSet":
+        return cls(
+            elements=tuple(data["elements"]),
+            functions=tuple(SymmetryFunction.from_n2p2(line) for line in data["functions"]),
+            cutoff_type=data["cutoff_type"],
+            cutoff_alpha=float(data["cutoff_alpha"]),
+        )
+
+
+def default_symmetry_functions(
+    elements: tuple[str, ...] | list[str],
+    r_cut: float = 6.0,
+    n_radial: int = 8,
+    n_angular: int = 4,
+    zetas: tuple[float, ...] = (1.0, 4.0),
+    r_lower: float = 1.0,
+    angular_type: int = 9,
+    grid: str = "shifted",
+    cutoff_type: str = "tanh",
+    cutoff_alpha: float = 0.0,
+) -> SymmetryFunctionSet:
+    """Element-resolved parameter grids after n2p2's ``sfparamgen`` (Imbalzano 2018).
+
+    Radial functions, for every (central, neighbour) element pair:
+
+    * ``grid="shifted"``: centres r_s equidistant on [r_lower, r_cut] with spacing
+      dr, all with eta = 1 / (2 dr^2);
+    * ``grid="centered"``: r_s = 0 and eta_n = 1 / (2 r_n^2) for r_n equidistant on
+      [r_lower, r_cut].
+
+    Angular functions (type ``angular_type``) for every central element and every
+    unordered neighbour pair: ``n_angular`` centred widths eta_n = 1 / (2 r_n^2)
+    (r_n equidistant on [r_lower, r_cut]), each with every zeta in ``zetas`` and
+    lambda = +1, -1.
+
+    Args:
+        elements: chemical symbols.
+        r_cut: cutoff radius, Å.
+        r_lower: smallest distance the grids resolve, Å.
+
+    Returns:
+        A :class:`SymmetryFunctionSet`.
+    """
+    if n_radial < 2 or n_angular < 1:
+        raise ValueError("need n_radial >= 2 and n_angular >= 1")
+    if not 0 < r_lower < r_cut:
+        raise ValueError(f"need 0 < r_lower < r_cut, got {r_lower}, {r_cut}")
+    elements = tuple(elements)
+    radii = np.linspace(r_lower, r_cut, n_radial)
+    if grid == "shifted":
+        spacing = radii[1] - radii[0]
+        radial = [(1.0 / (2.0 * spacing**2), float(r_s)) for r_s in radii]
+    elif grid == "centered":
+        radial = [(1.0 / (2.0 * r**2), 0.0) for r in radii]
+    else:
+        raise ValueError(f"grid must be 'shifted' or 'centered', got {grid!r}")
+    angular_etas = [1.0 / (2.0 * r**2) for r in np.linspace(r_lower, r_cut, n_angular + 1)[1:]]
+
+    functions = []
+    for center in elements:
+        for neighbor in elements:
+            functions += [SymmetryFunction(2, center, (neighbor,), eta, r_cut, r_s) for eta, r_s in radial]
+        for e1, e2 in itertools.combinations_with_replacement(elements, 2):
+            for eta, zeta, lam in itertools.product(angular_etas, zetas, (1.0, -1.0)):
+                functions.append(
+                    SymmetryFunction(angular_type, center, (e1, e2), eta, r_cut, 0.0, lam, float(zeta))
+                )
+    return SymmetryFunctionSet(elements, tuple(functions), cutoff_type, cutoff_alpha)
+
+
+# --------------------------------------------------------------------------- kernel
+
+
+def _safe_norm(vectors, mask):
+    """|v| with a finite gradient where ``mask`` is False (result there: 1)."""
+    safe = jnp.where(mask[..., None], vectors, 1.0)
+    return jnp.sqrt(jnp.sum(safe * safe, axis=-1))
+
+
+def _power(base, zeta: float):
+    """base^zeta for base >= 0; exact integer powers where zeta is integral."""
+    if float(zeta).is_integer():
+        return base ** int(zeta)
+    return jnp.power(jnp.maximum(base, 0.0), zeta)
+
+
+def make_descriptor_kernel(sf_set: SymmetryFunctionSet):
+    """Build ``kernel(r_ij, mask, neighbor_species) -> G`` for ``sf_set``.
+
+    Args of the returned pure function:
+        r_ij: ``[n, M, 3]`` vectors from each atom to its neighbours, Å.
+        mask: ``[n, M]`` True for real neighbours.
+        neighbor_species: ``[n, M]`` int index into ``sf_set.elements``.
+
+    Returns ``[n, sf_set.n_union]`` values of every distinct environment function;
+    pick an element's features with :meth:`SymmetryFunctionSet.feature_columns`.
+    """
+    element_index = {e: n for n, e in enumerate(sf_set.elements)}
+    union = sf_set._union  # (kind, neighbors, eta, r_cut, r_shift, lam, zeta)
+    cut_kind, alpha = sf_set.cutoff_type, sf_set.cutoff_alpha
+    cutoffs = sorted({key[3] for key in union})
+    cutoff_slot = {r_c: n for n, r_c in enumerate(cutoffs)}
+
+    radial = [n for n, key in enumerate(union) if key[0] in RADIAL_TYPES]
+    angular = [n for n, key in enumerate(union) if key[0] in ANGULAR_TYPES]
+
+    def arr(values):
+        return np.asarray(values, dtype=np.float64)
+
+    rad_eta = arr([union[n][2] for n in radial])
+    rad_shift = arr([union[n][4] for n in radial])
+    rad_cut = np.array([cutoff_slot[union[n][3]] for n in radial], dtype=np.int32)
+    rad_element = np.array([element_index[union[n][1][0]] for n in radial], dtype=np.int32)
+
+    ang_eta = arr([union[n][2] for n in angular])
+    ang_shift = arr([union[n][4] for n in angular])
+    ang_cut = np.array([cutoff_slot[union[n][3]] for n in angular], dtype=np.int32)
+    ang_e1 = np.array([element_index[union[n][1][0]] for n in angular], dtype=np.int32)
+    ang_e2 = np.array([element_index[union[n][1][1]] for n in angular], dtype=np.int32)
+    ang_coefficient = arr(
+        [2.0 ** (1.0 - union[n][6]) * (0.5 if union[n][1][0] == union[n][1][1] else 1.0) for n in angular]
+    )
+    # Triplet matrices W shared by functions with the same angular shape.
+    groups: dict[tuple, list[int]] = {}
+    for column, n in enumerate(angular):
+        kind, _, eta, r_cut, r_shift, lam, zeta = union[n]
+        key = (kind, lam, zeta) if kind == 9 else (kind, lam, zeta, eta, r_cut, r_shift)
+        groups.setdefault(key, []).append(column)
+    groups_list = [(key, np.array(columns, dtype=np.int32)) for key, columns in groups.items()]
+
+    n_union = len(union)
+    radial_columns = np.array(radial, dtype=np.int32)
+    angular_columns = np.array(angular, dtype=np.int32)
+
+    def kernel(r_ij, mask, neighbor_species):
+        dtype = r_ij.dtype
+        distance = _safe_norm(r_ij, mask)
+        fc = jnp.stack([cutoff_function(distance, r_c, cut_kind, alpha) for r_c in cutoffs], axis=-1)
+        fc = fc * mask[..., None]  # [n, M, n_cutoffs]
+        one_hot = jax.nn.one_hot(neighbor_species, len(sf_set.elements), dtype=dtype)  # [n, M, E]
+        out = jnp.zeros(r_ij.shape[:1] + (n_union,), dtype=dtype)
+
+        if radial:
+            gauss = jnp.exp(-rad_eta.astype(dtype) * (distance[..., None] - rad_shift.astype(dtype)) ** 2)
+            terms = gauss * fc[..., rad_cut] * one_hot[..., rad_element]
+            out = out.at[:, radial_columns].set(jnp.sum(terms, axis=1))
+
+        if angular:
+            gauss = jnp.exp(-ang_eta.astype(dtype) * (distance[..., None] - ang_shift.astype(dtype)) ** 2)
+            pair = gauss * fc[..., ang_cut]  # [n, M, A]
+            a1 = pair * one_hot[..., ang_e1]
+            a2 = pair * one_hot[..., ang_e2]
+            unit = r_ij / distance[..., None]
+            cos = jnp.einsum("njx,nkx->njk", unit, unit)
+            n_nbr = r_ij.shape[1]
+            pair_mask = (mask[:, :, None] & mask[:, None, :]) & ~jnp.eye(n_nbr, dtype=bool)
+            needs_jk = any(key[0] == 3 for key, _ in groups_list)
+            if needs_jk:
+                r_jk = r_ij[:, None, :, :] - r_ij[:, :, None, :]
+                d_jk = _safe_norm(r_jk, pair_mask)
+            values = []
+            for key, columns in groups_list:
+                kind, lam, zeta = key[:3]
+                w = _power(1.0 + lam * cos, zeta)
+                if kind == 3:
+                    _, _, _, eta, r_cut, r_shift = key
+                    w = w * jnp.exp(-eta * (d_jk - r_shift) ** 2) * cutoff_function(d_jk, r_cut, cut_kind, alpha)
+                w = jnp.where(pair_mask, w, 0.0)
+                inner = jnp.einsum("njk,nka->nja", w, a2[..., columns])
+                values.append((columns, jnp.sum(a1[..., columns] * inner, axis=1)))
+            order = np.concatenate([columns for columns, _ in values])
+            stacked = jnp.concatenate([value for _, value in values], axis=-1)
+            ang_values = jnp.zeros(r_ij.shape[:1] + (len(angular),), dtype=dtype).at[:, order].set(stacked)
+            out = out.at[:, angular_columns].set(ang_values * ang_coefficient.astype(dtype))
+        return out
+
+    return kernel
+
+
+def chunked(kernel, chunk_size: int):
+    """Apply a per-atom ``kernel`` over atoms in checkpointed chunks of ``chunk_size``.
+
+    Bounds the memory of the [n, M, M] triplet arrays (and of their gradients) for
+    large systems; results are identical to ``kernel`` on all atoms at once.
+    """
+
+    def apply(*arrays):
+        n = arrays[0].shape[0]
+        if n <= chunk_size:
+            return kernel(*arrays)
+        n_chunks = math.ceil(n / chunk_size)
+        padded = n_chunks * chunk_size
+
+        def reshape(x):
+            if padded != n:
+                pad = [(0, padded - n)] + [(0, 0)] * (x.ndim - 1)
+                x = jnp.pad(x, pad)
+            return x.reshape((n_chunks, chunk_size) + x.shape[1:])
+
+        result = jax.lax.map(lambda xs: jax.checkpoint(kernel)(*xs), tuple(reshape(x) for x in arrays))
+        return result.reshape((padded,) + result.shape[2:])[:n]
+
+    return apply

@@ -1,0 +1,245 @@
+"""The Behler-Parrinello model: configuration, parameters and pure energy functions.
+
+Total energy (eV)::
+
+    E = sum_i [ NN_{e_i}( (G_i - shift_{e_i}) * scale_{e_i} ) + E_ref[e_i] ]
+
+with ``G_i`` the symmetry functions of atom ``i`` (:mod:`mlip.kernels.symmetry_functions`).
+Forces are ``-dE/dR`` (eV/Å) and the stress is ``(1/V) dE/d(strain)`` (eV/Å^3, ASE sign
+convention), both from one ``jax.grad`` of the total energy, so the forces sum to zero
+by construction.
+
+The pure functions here take the padded arrays produced by the calculator or the MD
+driver: ``species`` holds element indices with ``-1`` for padding rows, and the
+neighbour list is a :class:`~mlip.kernels.neighbor_list.NeighborList`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlip.kernels.network import AtomicNetwork, activation_function
+from mlip.kernels.neighbor_list import NeighborList
+from mlip.kernels.symmetry_functions import (
+    SymmetryFunctionSet,
+    chunked,
+    default_symmetry_functions,
+    make_descriptor_kernel,
+)
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a model (everything except the fitted numbers).
+
+    Attributes:
+        symmetry_functions: descriptor definition, which also fixes the elements.
+        hidden_layers: hidden-layer widths of every element's network.
+        activation: hidden activation: ``tanh``, ``softplus`` or ``silu``.
+        r_min: shortest interatomic distance the model accepts, Å; closer atoms
+            are rejected as outside the trained range.
+    """
+
+    symmetry_functions: SymmetryFunctionSet
+    hidden_layers: tuple[int, ...] = (25, 25)
+    activation: str = "tanh"
+    r_min: float = 0.5
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden_layers", tuple(int(w) for w in self.hidden_layers))
+        activation_function(self.activation)  # validates the name
+        if any(w < 1 for w in self.hidden_layers):
+            raise ValueError(f"hidden layer widths must be positive, got {self.hidden_layers}")
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return self.symmetry_functions.elements
+
+    @property
+    def cutoff(self) -> float:
+        """Interaction range of the model, Å."""
+        return self.symmetry_functions.max_cutoff
+
+    def to_dict(self) -> dict:
+        return {
+            "symmetry_functions": self.symmetry_functions.to_dict(),
+            "hidden_layers": list(self.hidden_layers),
+            "activation": self.activation,
+            "r_min": self.r_min,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        return cls(
+            symmetry_functions=SymmetryFunctionSet.from_dict(data["symmetry_functions"]),
+            hidden_layers=tuple(data["hidden_layers"]),
+            activation=data["activation"],
+            r_min=float(data["r_min"]),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def init_params(config: ModelConfig, seed: int = 0, dtype=jnp.float64) -> Params:
+    """Random network weights, identity feature scaling and zero reference energies."""
+    network = AtomicNetwork(config.hidden_layers, config.activation)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(config.elements))
+    params: Params = {"networks": {}, "feature_shift": {}, "feature_scale": {}, "reference_energies": {}}
+    for key, element in zip(keys, config.elements):
+        n_features = config.symmetry_functions.n_features(element)
+        params["networks"][element] = network.init(key, jnp.zeros((1, n_features), dtype=dtype))
+        params["feature_shift"][element] = jnp.zeros(n_features, dtype=dtype)
+        params["feature_scale"][element] = jnp.ones(n_features, dtype=dtype)
+        params["reference_energies"][element] = jnp.zeros((), dtype=dtype)
+    return params
+
+
+class EnergyResults(NamedTuple):
+    """Output of :func:`make_model_functions`'s ``energy_forces_virial``."""
+
+    energy: jax.Array  # eV
+    energies: jax.Array  # [N] eV, zero on padding rows
+    forces: jax.Array  # [N, 3] eV/Å
+    virial: jax.Array  # [3, 3] eV: dE/d(strain); stress = virial / volume
+
+
+def pair_vectors(positions, cell, nl: NeighborList):
+    """``r_ij = R_j + S @ cell - R_i`` (Å) for every slot, and the validity mask."""
+    mask = nl.idx < positions.shape[0]
+    j = jnp.where(mask, nl.idx, 0)
+    offsets = jnp.einsum("nmk,kx->nmx", nl.shifts.astype(positions.dtype), cell)
+    return positions[j] + offsets - positions[:, None, :], mask
+
+
+def neighbor_species(species, nl: NeighborList):
+    """Element index of every neighbour slot, ``-1`` for empty slots."""
+    mask = nl.idx < species.shape[0]
+    return jnp.where(mask, species[jnp.where(mask, nl.idx, 0)], -1)
+
+
+@dataclass(frozen=True)
+class ModelFunctions:
+    """Pure, jit-compatible functions of one model configuration.
+
+    Attributes:
+        atomic_energies: ``(params, positions, cell, species, nl) -> [N]`` eV.
+        energy_forces_virial: ``(params, positions, cell, species, nl) -> EnergyResults``.
+        descriptors: ``(positions, cell, species, nl) -> [N, n_union]`` raw symmetry
+            functions (before scaling) for all distinct environment functions.
+    """
+
+    config: ModelConfig
+    atomic_energies: Any = field(repr=False)
+    energy_forces_virial: Any = field(repr=False)
+    descriptors: Any = field(repr=False)
+
+
+def make_model_functions(config: ModelConfig, chunk_size: int = 1024) -> ModelFunctions:
+    """Build the pure energy functions of ``config`` (not yet jit-compiled).
+
+    ``chunk_size`` atoms are processed at a time (with rematerialisation) so the
+    memory of the triplet terms stays bounded for large systems.
+    """
+    sf_set = config.symmetry_functions
+    kernel = chunked(make_descriptor_kernel(sf_set), chunk_size)
+    network = AtomicNetwork(config.hidden_layers, config.activation)
+    columns = {element: sf_set.feature_columns(element) for element in config.elements}
+
+    def energies_from_pairs(params, r_ij, mask, species, neighbor_species):
+        features = kernel(r_ij, mask, neighbor_species)
+        energies = jnp.zeros(species.shape, dtype=r_ij.dtype)
+        for index, element in enumerate(config.elements):
+            x = (features[:, columns[element]] - params["feature_shift"][element]) * params["feature_scale"][element]
+            atomic = network.apply(params["networks"][element], x) + params["reference_energies"][element]
+            energies = jnp.where(species == index, atomic, energies)
+        return energies
+
+    def atomic_energies(params, positions, cell, species, nl):
+        r_ij, mask = pair_vectors(positions, cell, nl)
+        return energies_from_pairs(params, r_ij, mask, species, neighbor_species(species, nl))
+
+    def energy_forces_virial(params, positions, cell, species, nl):
+        species_j = neighbor_species(species, nl)
+
+        def total(positions, strain):
+            r_ij, mask = pair_vectors(positions, cell, nl)
+            deformed = r_ij @ (jnp.eye(3, dtype=positions.dtype) + strain)
+            energies = energies_from_pairs(params, deformed, mask, species, species_j)
+            return jnp.sum(energies), energies
+
+        strain = jnp.zeros((3, 3), dtype=positions.dtype)
+        (energy, energies), (d_positions, d_strain) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(
+            positions, strain
+        )
+        return EnergyResults(energy, energies, -d_positions, 0.5 * (d_strain + d_strain.T))
+
+    def descriptors(positions, cell, species, nl):
+        r_ij, mask = pair_vectors(positions, cell, nl)
+        return kernel(r_ij, mask, neighbor_species(species, nl))
+
+    return ModelFunctions(config, atomic_energies, energy_forces_virial, descriptors)
+
+
+@dataclass
+class Model:
+    """A model: configuration plus fitted parameters.
+
+    Create one with :meth:`Model.create` (random weights) or load a file with
+    :func:`mlip.io.load_model`.
+    """
+
+    config: ModelConfig
+    params: Params
+
+    @classmethod
+    def create(
+        cls,
+        elements: tuple[str, ...] | list[str] | None = None,
+        symmetry_functions: SymmetryFunctionSet | None = None,
+        hidden_layers: tuple[int, ...] = (25, 25),
+        activation: str = "tanh",
+        r_min: float = 0.5,
+        seed: int = 0,
+        **grid_options,
+    ) -> "Model":
+        """New model with random weights.
+
+        Give either ``symmetry_functions`` or ``elements`` (then the default grid of
+        :func:`~mlip.kernels.symmetry_functions.default_symmetry_functions` is used,
+        with ``grid_options`` such as ``r_cut`` in Å passed through).
+        """
+        if symmetry_functions is None:
+            if elements is None:
+                raise ValueError("give elements or symmetry_functions")
+            symmetry_functions = default_symmetry_functions(tuple(elements), **grid_options)
+        elif grid_options:
+            raise ValueError("grid options only apply when symmetry_functions is not given")
+        config = ModelConfig(symmetry_functions, tuple(hidden_layers), activation, r_min)
+        return cls(config, init_params(config, seed))
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return self.config.elements
+
+    @property
+    def cutoff(self) -> float:
+        return self.config.cutoff
+
+    def species_indices(self, symbols) -> np.ndarray:
+        """Element indices of ``symbols``; ``ValueError`` naming any unknown element."""
+        index = {e: n for n, e in enumerate(self.elements)}
+        unknown = sorted(set(symbols) - set(index))
+        if unknown:
+            raise ValueError(
+                f"unknown element(s) {unknown}: this model knows only {list(self.elements)}"
+            )
+        return np.array([index[s] for s in symbols], dtype=np.int32)
