@@ -180,3 +180,53 @@ def pairs_from_dense(nl: NeighborList) -> tuple[np.ndarray, np.ndarray, np.ndarr
     idx = np.asarray(nl.idx)
     rows, cols = np.nonzero(idx < idx.shape[0])
     return rows.astype(np.int64), idx[rows, cols].astype(np.int64), np.asarray(nl.shifts)[rows, cols].astype(np.int64)
+
+
+class VerletNeighborList:
+    """Host neighbour list with a Verlet skin, rebuilt only when needed.
+
+    Pairs are collected out to ``cutoff + skin``; the list stays valid (contains
+    every pair closer than ``cutoff``) until some atom has moved by more than
+    ``skin / 2`` from where it was at the last build, or the cell, the boundary
+    conditions or the number of atoms change.
+
+    Args:
+        cutoff: interaction cutoff, Å.
+        skin: extra shell, Å (0 rebuilds on every call).
+    """
+
+    def __init__(self, cutoff: float, skin: float = 0.3):
+        if cutoff <= 0 or skin < 0:
+            raise ValueError(f"need cutoff > 0 and skin >= 0, got {cutoff}, {skin}")
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self.n_builds = 0
+        self._reference: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def needs_rebuild(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
+        if self._reference is None:
+            return True
+        ref_positions, ref_cell, ref_pbc = self._reference
+        if positions.shape != ref_positions.shape or not np.array_equal(pbc, ref_pbc):
+            return True
+        if not np.allclose(cell, ref_cell, rtol=0.0, atol=1e-12):
+            return True
+        if self.skin == 0.0:
+            return True
+        displacement = np.max(np.linalg.norm(positions - ref_positions, axis=1), initial=0.0)
+        return bool(displacement > 0.5 * self.skin)
+
+    def pairs(
+        self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(i, j, S)`` of all pairs within ``cutoff + skin`` (a superset of the
+        pairs within ``cutoff``), rebuilding if needed."""
+        positions = np.asarray(positions, dtype=np.float64)
+        cell = np.asarray(cell, dtype=np.float64)
+        pbc = np.asarray(pbc, dtype=bool)
+        if self.needs_rebuild(positions, cell, pbc):
+            self._pairs = host_pairs(positions, cell, pbc, self.cutoff + self.skin)
+            self._reference = (positions.copy(), cell.copy(), pbc.copy())
+            self.n_builds += 1
+        return self._pairs

@@ -66,6 +66,9 @@ class SymmetryFunction:
     zeta: float = 1.0
 
     def __post_init__(self):
+        for name in ("eta", "r_cut", "r_shift", "lam", "zeta"):  # plain floats: weakly typed in JAX
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "kind", int(self.kind))
         if self.kind not in RADIAL_TYPES + ANGULAR_TYPES:
             raise ValueError(f"symmetry function type {self.kind} is not supported (2, 3 or 9)")
         n_expected = 1 if self.kind in RADIAL_TYPES else 2

@@ -1,0 +1,82 @@
+"""Feature scaling and reference energies fitted to a data set, stored in the model.
+
+Scaling is an affine map per element, ``x = (G - shift) * scale``, kept in the
+model parameters so that a saved model carries it:
+
+* ``"standard"``: shift = mean, scale = 1 / standard deviation (n2p2's
+  ``center_symmetry_functions`` + ``scale_symmetry_functions_sigma``);
+* ``"minmax"``: maps [G_min, G_max] onto [-1, 1] (n2p2's ``scale_symmetry_functions``
+  with ``scale_min_short -1``, ``scale_max_short 1``).
+
+Constant features (zero spread) keep scale 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ase import Atoms
+
+from mlip.kernels.neighbor_list import host_pairs
+from mlip.model import Model, make_model_functions
+from mlip.padding import check_positions, pad_structure
+
+
+def compute_descriptors(model: Model, structures: Iterable[Atoms]) -> dict[str, np.ndarray]:
+    """Raw symmetry functions of every atom, grouped by element.
+
+    Returns:
+        ``{element: [n_atoms_of_element, n_features(element)]}``.
+    """
+    descriptors = jax.jit(make_model_functions(model.config).descriptors)
+    sf_set = model.config.symmetry_functions
+    collected: dict[str, list[np.ndarray]] = {e: [] for e in model.elements}
+    capacity = None
+    for atoms in structures:
+        pairs = host_pairs(check_positions(atoms.positions), atoms.cell.array, atoms.pbc, model.cutoff)
+        padded = pad_structure(model, atoms, pairs, capacity)
+        capacity = padded.nl.capacity
+        union = np.asarray(descriptors(*padded.as_jax()))[: padded.n_atoms]
+        species = padded.species[: padded.n_atoms]
+        for index, element in enumerate(model.elements):
+            collected[element].append(union[species == index][:, sf_set.feature_columns(element)])
+    return {
+        e: np.concatenate(v) if v else np.zeros((0, sf_set.n_features(e))) for e, v in collected.items()
+    }
+
+
+def fit_feature_scaling(model: Model, structures: Iterable[Atoms], method: str = "standard") -> Model:
+    """A copy of ``model`` whose feature scaling is fitted to ``structures``."""
+    if method not in ("standard", "minmax"):
+        raise ValueError(f"method must be 'standard' or 'minmax', got {method!r}")
+    features = compute_descriptors(model, structures)
+    params = jax.tree_util.tree_map(lambda x: x, model.params)
+    for element, values in features.items():
+        if len(values) == 0:
+            continue  # element absent from the data: keep the identity scaling
+        if method == "standard":
+            shift, spread = values.mean(axis=0), values.std(axis=0)
+        else:
+            low, high = values.min(axis=0), values.max(axis=0)
+            shift, spread = 0.5 * (low + high), 0.5 * (high - low)
+        scale = np.where(spread > 1e-12, 1.0 / np.where(spread > 1e-12, spread, 1.0), 1.0)
+        params["feature_shift"][element] = jnp.asarray(shift)
+        params["feature_scale"][element] = jnp.asarray(scale)
+    return Model(model.config, params)
+
+
+def fit_reference_energies(model: Model, structures: Sequence[Atoms], energies: Sequence[float]) -> Model:
+    """A copy of ``model`` with per-element reference energies (eV) from a least-squares
+    fit ``E ≈ sum_e n_e E_ref[e]`` of the given total energies (eV)."""
+    counts = np.array(
+        [[atoms.get_chemical_symbols().count(e) for e in model.elements] for atoms in structures], dtype=float
+    )
+    model.species_indices({s for atoms in structures for s in atoms.get_chemical_symbols()})
+    solution, *_ = np.linalg.lstsq(counts, np.asarray(energies, dtype=float), rcond=None)
+    params = jax.tree_util.tree_map(lambda x: x, model.params)
+    for element, value in zip(model.elements, solution):
+        params["reference_energies"][element] = jnp.asarray(value)
+    return Model(model.config, params)
