@@ -1,0 +1,75 @@
+"""Shared fixtures: one small two-element model and its compiled calculator.
+
+Compiling the energy function dominates test time, so the model, the jitted
+functions and the calculator are created once per session and reused.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from ase import Atoms
+
+import mlip  # noqa: F401  (enables float64)
+from mlip.calculator import MLIPCalculator
+from mlip.kernels.symmetry_functions import SymmetryFunction, SymmetryFunctionSet
+from mlip.model import Model, ModelConfig, init_params
+from mlip.training import fit_feature_scaling
+
+R_CUT = 4.0
+
+
+def random_structure(seed: int, n_atoms: int = 10, symbols=("Si", "C"), pbc=(True, True, True),
+                     size: float = 5.5, min_distance: float = 1.2) -> Atoms:
+    """Random triclinic structure with no two atoms closer than ``min_distance`` Å."""
+    rng = np.random.default_rng(seed)
+    cell = np.diag(rng.uniform(0.85, 1.15, 3) * size) + rng.uniform(-0.12, 0.12, (3, 3)) * size
+    atoms = Atoms(cell=cell, pbc=pbc)
+    while len(atoms) < n_atoms:
+        candidate = Atoms([symbols[rng.integers(len(symbols))]], positions=[rng.random(3) @ cell],
+                          cell=cell, pbc=pbc)
+        trial = atoms + candidate
+        if len(atoms) == 0 or trial.get_distances(len(atoms), range(len(atoms)), mic=any(pbc)).min() > min_distance:
+            atoms = trial
+    return atoms
+
+
+def small_sf_set() -> SymmetryFunctionSet:
+    """Radial (type 2), narrow (3) and wide (9) angular functions for Si and C."""
+    functions = []
+    for center in ("Si", "C"):
+        for neighbor in ("Si", "C"):
+            functions += [SymmetryFunction(2, center, (neighbor,), eta, R_CUT, r_s)
+                          for eta, r_s in [(0.5, 0.0), (2.0, 2.0), (2.0, 3.0)]]
+        for pair in (("Si", "Si"), ("C", "Si"), ("C", "C")):
+            functions.append(SymmetryFunction(3, center, pair, 0.1, R_CUT, 0.0, 1.0, 2.0))
+            functions.append(SymmetryFunction(9, center, pair, 0.2, R_CUT, 0.5, -1.0, 1.0))
+            functions.append(SymmetryFunction(9, center, pair, 0.05, R_CUT, 0.0, 1.0, 4.5))
+    return SymmetryFunctionSet(("Si", "C"), tuple(functions), cutoff_type="tanh")
+
+
+@pytest.fixture(scope="session")
+def model() -> Model:
+    """Two-element model with feature scaling fitted to random structures."""
+    config = ModelConfig(small_sf_set(), hidden_layers=(8, 8), activation="tanh", r_min=0.8)
+    raw = Model(config, init_params(config, seed=1))
+    return fit_feature_scaling(raw, [random_structure(s) for s in range(3)])
+
+
+@pytest.fixture(scope="session")
+def calc(model) -> MLIPCalculator:
+    """One calculator (one compiled function) shared by the physics tests."""
+    return MLIPCalculator(model, skin=0.0)
+
+
+@pytest.fixture(scope="session")
+def structure() -> Atoms:
+    return random_structure(seed=7)
+
+
+def evaluate(calc: MLIPCalculator, atoms: Atoms) -> Atoms:
+    """A copy of ``atoms`` with ``calc`` attached (results are computed on demand)."""
+    atoms = atoms.copy()
+    atoms.calc = calc
+    return atoms
