@@ -1,0 +1,98 @@
+"""Energy + forces time per atom for diamond Si, 64 to 32768 atoms.
+
+Prints a table and optionally writes JSON::
+
+    python benchmarks/bench_energy_forces.py --json benchmarks/results/energy_forces.json
+
+Times are wall-clock medians of repeated calls of the jit-compiled
+energy/forces/virial function (compilation excluded, reported separately), and of
+the host neighbour list (matscipy) that the ASE calculator builds per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import jax
+import numpy as np
+from ase.build import bulk
+
+import mlip  # noqa: F401  (float64)
+from mlip import Model
+from mlip.kernels.neighbor_list import host_pairs
+from mlip.padding import pad_structure
+
+
+def median_time(function, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, nargs="+", default=[2, 4, 6, 8, 10, 16],
+                        help="cubic repeats of the 8-atom Si cell (n^3 * 8 atoms)")
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--cutoff", type=float, default=6.0, help="symmetry-function cutoff, Å")
+    parser.add_argument("--chunk-size", type=int, default=1024)
+    parser.add_argument("--json", help="write results to this JSON file")
+    args = parser.parse_args()
+
+    from mlip.model import make_model_functions
+
+    model = Model.create(elements=["Si"], r_cut=args.cutoff, hidden_layers=(25, 25))
+    dtype = jax.numpy.dtype(args.dtype)
+    params = jax.tree_util.tree_map(lambda x: x.astype(dtype), model.params)
+    evaluate = jax.jit(make_model_functions(model.config, args.chunk_size).energy_forces_virial)
+    n_features = model.config.symmetry_functions.n_features("Si")
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), dtype {args.dtype}, "
+          f"cutoff {args.cutoff} Å, {n_features} symmetry functions, network {model.config.hidden_layers}")
+    header = f"{'atoms':>7} {'neigh':>6} {'compile s':>10} {'E+F ms':>10} {'µs/atom':>9} {'NL ms':>8} {'NL µs/atom':>11}"
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for repeat in args.repeats:
+        atoms = bulk("Si", "diamond", 5.43, cubic=True).repeat(repeat)
+        atoms.rattle(0.02, seed=0)
+        pairs_fn = lambda: host_pairs(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)  # noqa: E731
+        padded = pad_structure(model, atoms, pairs_fn())
+        inputs = padded.as_jax(dtype)
+        start = time.perf_counter()
+        jax.block_until_ready(evaluate(params, *inputs))
+        compile_s = time.perf_counter() - start
+        n_repeat = 5 if len(atoms) <= 4096 else 2
+        run_s = median_time(lambda: jax.block_until_ready(evaluate(params, *inputs)), n_repeat)
+        nl_s = median_time(pairs_fn, n_repeat)
+        row = {
+            "atoms": len(atoms), "padded_atoms": int(padded.positions.shape[0]),
+            "neighbor_capacity": padded.nl.capacity, "compile_s": compile_s,
+            "energy_forces_s": run_s, "us_per_atom": 1e6 * run_s / len(atoms),
+            "neighbor_list_s": nl_s, "neighbor_list_us_per_atom": 1e6 * nl_s / len(atoms),
+        }
+        rows.append(row)
+        print(f"{row['atoms']:>7} {row['neighbor_capacity']:>6} {compile_s:>10.2f} {1e3 * run_s:>10.2f} "
+              f"{row['us_per_atom']:>9.2f} {1e3 * nl_s:>8.2f} {row['neighbor_list_us_per_atom']:>11.2f}")
+    if args.json:
+        import pathlib
+
+        path = pathlib.Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "benchmark": "energy_forces_si_diamond",
+            "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+            "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
+            "dtype": args.dtype, "cutoff": args.cutoff, "n_features": n_features,
+            "hidden_layers": list(model.config.hidden_layers), "jax": jax.__version__, "rows": rows,
+        }, indent=2))
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
