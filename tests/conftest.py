@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.neighborlist import primitive_neighbor_list
 
 import mlip  # noqa: F401  (enables float64)
 from mlip.calculator import MLIPCalculator
@@ -33,6 +34,26 @@ def random_structure(seed: int, n_atoms: int = 10, symbols=("Si", "C"), pbc=(Tru
         if len(atoms) == 0 or trial.get_distances(len(atoms), range(len(atoms)), mic=any(pbc)).min() > min_distance:
             atoms = trial
     return atoms
+
+
+def canonical(i, j, shifts):
+    """Pair list ``(i, j, S)`` as sorted rows, for exact comparison."""
+    rows = np.column_stack([i, j, shifts]).astype(np.int64)
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+def ase_pairs(positions, cell, pbc, cutoff):
+    """Reference pair list from ASE's neighbour list."""
+    return primitive_neighbor_list("ijS", pbc, cell, positions, cutoff, self_interaction=False)
+
+
+def random_neighbor_case(seed):
+    """Random triclinic cell, pbc, positions (some outside the cell) and cutoff."""
+    rng = np.random.default_rng(seed)
+    cell = np.diag(rng.uniform(1.5, 6.0, 3)) + rng.uniform(-1.0, 1.0, (3, 3))
+    pbc = rng.random(3) < 0.7
+    positions = rng.uniform(-0.3, 1.3, (int(rng.integers(2, 25)), 3)) @ cell  # some outside the cell
+    return positions, cell, pbc, float(rng.uniform(2.0, 6.0))
 
 
 def small_sf_set() -> SymmetryFunctionSet:

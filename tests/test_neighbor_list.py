@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ase.neighborlist import primitive_neighbor_list
-
 from mlip.kernels.neighbor_list import (
     VerletNeighborList,
     build_neighbor_list,
@@ -14,27 +12,12 @@ from mlip.kernels.neighbor_list import (
     pairs_from_dense,
 )
 
-
-def canonical(i, j, shifts):
-    rows = np.column_stack([i, j, shifts]).astype(np.int64)
-    return rows[np.lexsort(rows.T[::-1])]
-
-
-def ase_pairs(positions, cell, pbc, cutoff):
-    return primitive_neighbor_list("ijS", pbc, cell, positions, cutoff, self_interaction=False)
-
-
-def random_case(seed):
-    rng = np.random.default_rng(seed)
-    cell = np.diag(rng.uniform(1.5, 6.0, 3)) + rng.uniform(-1.0, 1.0, (3, 3))
-    pbc = rng.random(3) < 0.7
-    positions = rng.uniform(-0.3, 1.3, (int(rng.integers(2, 25)), 3)) @ cell  # some outside the cell
-    return positions, cell, pbc, float(rng.uniform(2.0, 6.0))
+from conftest import ase_pairs, canonical, random_neighbor_case
 
 
 @pytest.mark.parametrize("seed", range(12))
 def test_host_list_equals_ase_on_random_triclinic_cells(seed):
-    positions, cell, pbc, cutoff = random_case(seed)
+    positions, cell, pbc, cutoff = random_neighbor_case(seed)
     ours = canonical(*pairs_from_dense(build_neighbor_list(positions, cell, pbc, cutoff)))
     reference = canonical(*ase_pairs(positions, cell, pbc, cutoff))
     assert len(reference) > 0
@@ -63,7 +46,7 @@ def test_cell_much_thinner_than_cutoff_sees_many_images():
 
 
 def test_dense_capacity_grows_instead_of_dropping():
-    positions, cell, pbc, cutoff = random_case(3)
+    positions, cell, pbc, cutoff = random_neighbor_case(3)
     i, j, shifts = host_pairs(positions, cell, pbc, cutoff)
     needed = np.bincount(i).max()
     nl = dense_from_pairs(i, j, shifts, len(positions), capacity=max(1, needed // 2), n_padded=len(positions) + 5)
@@ -73,7 +56,7 @@ def test_dense_capacity_grows_instead_of_dropping():
 
 
 def test_verlet_list_rebuilds_only_past_half_skin():
-    positions, cell, pbc, cutoff = random_case(5)
+    positions, cell, pbc, cutoff = random_neighbor_case(5)
     verlet = VerletNeighborList(cutoff, skin=0.4)
     verlet.pairs(positions, cell, pbc)
     rng = np.random.default_rng(1)
