@@ -6,7 +6,8 @@ Prints a table and optionally writes JSON::
 
 Times are wall-clock medians of repeated calls of the jit-compiled
 energy/forces/virial function (compilation excluded, reported separately), and of
-the host neighbour list (matscipy) that the ASE calculator builds per call.
+the host neighbour list (matscipy) that the ASE calculator builds per call, and
+of a rebuild of the jit-compiled cell list that compiled MD loops use.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ase.build import bulk
 
 import mlip  # noqa: F401  (float64)
 from mlip import Model
+from mlip.kernels.cell_list import CellList
 from mlip.kernels.neighbor_list import host_pairs
 from mlip.padding import pad_structure
 
@@ -54,7 +56,8 @@ def main() -> None:
     n_features = model.config.symmetry_functions.n_features("Si")
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), dtype {args.dtype}, "
           f"cutoff {args.cutoff} Å, {n_features} symmetry functions, network {model.config.hidden_layers}")
-    header = f"{'atoms':>7} {'neigh':>6} {'compile s':>10} {'E+F ms':>10} {'µs/atom':>9} {'NL ms':>8} {'NL µs/atom':>11}"
+    header = (f"{'atoms':>7} {'neigh':>6} {'compile s':>10} {'E+F ms':>10} {'µs/atom':>9} {'NL ms':>8} "
+              f"{'NL µs/atom':>11} {'cells ms':>9} {'cells µs/atom':>14}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -70,15 +73,23 @@ def main() -> None:
         n_repeat = 5 if len(atoms) <= 4096 else 2
         run_s = median_time(lambda: jax.block_until_ready(evaluate(params, *inputs)), n_repeat)
         nl_s = median_time(pairs_fn, n_repeat)
+        cell_list = CellList(model.cutoff, skin=0.0)  # skin 0: every update rebuilds
+        positions, cell, species, _ = inputs
+        state = cell_list.allocate(positions, cell, atom_mask=species >= 0)
+        rebuild = jax.jit(cell_list.update)
+        jax.block_until_ready(rebuild(state, positions, cell))
+        cells_s = median_time(lambda: jax.block_until_ready(rebuild(state, positions, cell)), n_repeat)
         row = {
             "atoms": len(atoms), "padded_atoms": int(padded.positions.shape[0]),
             "neighbor_capacity": padded.nl.capacity, "compile_s": compile_s,
             "energy_forces_s": run_s, "us_per_atom": 1e6 * run_s / len(atoms),
             "neighbor_list_s": nl_s, "neighbor_list_us_per_atom": 1e6 * nl_s / len(atoms),
+            "cell_list_s": cells_s, "cell_list_us_per_atom": 1e6 * cells_s / len(atoms),
         }
         rows.append(row)
         print(f"{row['atoms']:>7} {row['neighbor_capacity']:>6} {compile_s:>10.2f} {1e3 * run_s:>10.2f} "
-              f"{row['us_per_atom']:>9.2f} {1e3 * nl_s:>8.2f} {row['neighbor_list_us_per_atom']:>11.2f}")
+              f"{row['us_per_atom']:>9.2f} {1e3 * nl_s:>8.2f} {row['neighbor_list_us_per_atom']:>11.2f} "
+              f"{1e3 * cells_s:>9.2f} {row['cell_list_us_per_atom']:>14.2f}")
     if args.json:
         import pathlib
 

@@ -18,6 +18,12 @@ from mlip.kernels.neighbor_list import host_pairs
 from conftest import ase_pairs, canonical, random_neighbor_case, random_structure
 
 
+def face_distances(cell):
+    """Distances between opposite faces of the cell, Å."""
+    volume = abs(np.linalg.det(cell))
+    return [volume / np.linalg.norm(np.cross(cell[(a + 1) % 3], cell[(a + 2) % 3])) for a in range(3)]
+
+
 def assert_same_pairs(nl, positions, cell, pbc, cutoff):
     reference = canonical(*ase_pairs(positions, cell, pbc, cutoff))
     np.testing.assert_array_equal(canonical(*pairs_from_dense(nl)), reference)
@@ -44,13 +50,12 @@ def test_cell_much_thinner_than_cutoff_enumerates_images():
 def test_large_periodic_box_uses_many_bins():
     rng = np.random.default_rng(2)
     cell = np.diag([14.0, 15.0, 16.0]) + rng.uniform(-1, 1, (3, 3))
-    positions = rng.uniform(0, 1, (300, 3)) @ cell
-    state = CellList(3.5, skin=0.4).allocate(positions, cell)
-    volume = abs(np.linalg.det(cell))
-    widths = [volume / np.linalg.norm(np.cross(cell[(a + 1) % 3], cell[(a + 2) % 3])) for a in range(3)]
-    assert state.spec.grid == tuple(int(w // 3.9) for w in widths) and state.spec.reach == (1, 1, 1)
-    assert state.spec.n_bins >= 27
-    assert_same_pairs(state.nl, positions, cell, (True,) * 3, 3.9)
+    positions = rng.uniform(0, 1, (400, 3)) @ cell
+    for bins_per_cutoff in (1, 2, 3):
+        state = CellList(3.5, skin=0.4, bins_per_cutoff=bins_per_cutoff).allocate(positions, cell)
+        assert state.spec.grid == tuple(int(w * bins_per_cutoff // 3.9) for w in face_distances(cell))
+        assert state.spec.reach == (bins_per_cutoff,) * 3 and state.spec.n_bins >= 27
+        assert_same_pairs(state.nl, positions, cell, (True,) * 3, 3.9)
 
 
 def test_padding_rows_are_neither_atoms_nor_neighbours():
@@ -121,10 +126,11 @@ def test_each_kind_of_overflow_is_detected(periodic_case):
     assert not overflows(spec)
     assert overflows(dataclasses.replace(spec, neighbor_capacity=spec.neighbor_capacity // 2))
     assert overflows(dataclasses.replace(spec, bin_capacity=1))
-    assert spec.grid == (2, 2, 2)  # bins about 4.5 Å wide for a 3.6 Å list radius
+    # shrinking the cell by more than this makes bins narrower than 3.6 Å / reach
+    critical = max(3.6 * g / (k * w) for g, k, w in zip(spec.grid, spec.reach, face_distances(cell)))
     roomy = dataclasses.replace(spec, neighbor_capacity=200, bin_capacity=60)
-    assert not overflows(roomy, scale=0.82)
-    assert overflows(roomy, scale=0.78)  # bins now narrower than 3.6 Å: pairs could be missed
+    assert not overflows(roomy, scale=1.01 * critical)
+    assert overflows(roomy, scale=0.99 * critical)
 
 
 def test_open_system_atoms_leaving_the_frame_stay_correct():

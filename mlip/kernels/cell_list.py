@@ -131,11 +131,16 @@ class CellList:
         pbc: periodicity along the three cell vectors.
         capacity_multiplier: headroom factor applied to the measured bin and
             neighbour counts at allocation.
-        batch_size: atoms processed at once while searching bins (memory bound).
+        batch_size: atoms searched at once (bounds memory); ``None`` picks 256 on
+            CPU (fastest there: cache-sized blocks) and 4096 on accelerators.
+        bins_per_cutoff: bins are about ``(cutoff + skin) / bins_per_cutoff`` wide.
+            Finer bins search a smaller volume around each atom (27 r^3 for 1,
+            15.6 r^3 for 2, 12.7 r^3 for 3) at the price of more bins to visit;
+            on CPU 1 was fastest (Si, 1728 atoms: 28 ms for 1, 46 ms for 2).
     """
 
     def __init__(self, cutoff: float, skin: float = 0.3, pbc=(True, True, True),
-                 capacity_multiplier: float = 1.25, batch_size: int = 2048):
+                 capacity_multiplier: float = 1.25, batch_size: int | None = None, bins_per_cutoff: int = 1):
         if cutoff <= 0 or skin < 0:
             raise ValueError(f"need cutoff > 0 and skin >= 0, got {cutoff}, {skin}")
         if capacity_multiplier < 1.0:
@@ -144,7 +149,12 @@ class CellList:
         self.skin = float(skin)
         self.pbc = tuple(bool(p) for p in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)))
         self.capacity_multiplier = float(capacity_multiplier)
+        if batch_size is None:
+            batch_size = 256 if jax.default_backend() == "cpu" else 4096
         self.batch_size = int(batch_size)
+        if int(bins_per_cutoff) < 1:
+            raise ValueError(f"bins_per_cutoff must be a positive integer, got {bins_per_cutoff}")
+        self.bins_per_cutoff = int(bins_per_cutoff)
 
     @property
     def list_cutoff(self) -> float:
@@ -222,10 +232,11 @@ class CellList:
         return frame, origin
 
     def _grid(self, frame: np.ndarray, pbc: np.ndarray, n_atoms: int):
-        """Bins per direction (at least ``cutoff`` wide, at most ~4 per atom in all)."""
+        """Bins per direction (about ``cutoff / bins_per_cutoff`` wide, at most ~4 per
+        atom in all) and the reach that finds every neighbour."""
         widths = 1.0 / np.linalg.norm(np.linalg.inv(frame), axis=0)  # distances between opposite faces
         radius = self.list_cutoff * (1.0 + _BIN_MARGIN)
-        grid = np.maximum(1, np.floor(widths / radius)).astype(np.int64)
+        grid = np.maximum(1, np.floor(widths * self.bins_per_cutoff / radius)).astype(np.int64)
         max_bins = max(64, 4 * n_atoms)
         while grid.prod() > max_bins:
             grid[np.argmax(grid)] = max(1, grid.max() // 2)
@@ -258,7 +269,7 @@ class CellList:
         return jax.lax.cond(self.needs_rebuild(state, positions, cell), rebuild, lambda _: state, None)
 
 
-def build_cell_list(spec: CellListSpec, positions, cell, atom_mask, batch_size: int = 2048):
+def build_cell_list(spec: CellListSpec, positions, cell, atom_mask, batch_size: int = 256):
     """All pairs closer than ``spec.cutoff`` in the dense layout (pure, jit-able).
 
     Args:
@@ -306,39 +317,37 @@ def build_cell_list(spec: CellListSpec, positions, cell, atom_mask, batch_size: 
     table = table.at[n_bins].set(n_atoms)
     bin_overflow = jnp.max(counts[:n_bins]) > spec.bin_capacity
 
+    # per-bin blocks of wrapped positions and image offsets: one contiguous gather per visited bin
+    position_table = jnp.concatenate([wrapped, jnp.zeros((1, 3), dtype)])[table]  # [bins + 1, cap, 3]
     image_int = image.astype(jnp.int32)
-    image_padded = jnp.concatenate([image_int, jnp.zeros((1, 3), jnp.int32)])
-    wrapped_padded = jnp.concatenate([wrapped, jnp.zeros((1, 3), dtype)])
+    image_table = jnp.concatenate([image_int, jnp.zeros((1, 3), jnp.int32)])[table]
     capacity = spec.neighbor_capacity
     cutoff_squared = spec.cutoff**2
+    open_axes = np.flatnonzero(~pbc)
 
     def neighbors_of(args):
-        i, bin_i, real_i = args
+        i, bin_i, real_i, position_i, image_i = args
         target = bin_i[None, :] + offsets  # [D, 3]
         wraps = jnp.floor_divide(target, grid)  # lattice translation when a periodic edge is crossed
-        inside = jnp.all(pbc | ((target >= 0) & (target < grid)), axis=-1)
+        inside = jnp.all((target[:, open_axes] >= 0) & (target[:, open_axes] < grid[open_axes]), axis=-1)
         target = jnp.where(pbc, target - wraps * grid, target)
         wraps = jnp.where(pbc, wraps, 0)
         target_flat = (target[:, 0] * grid[1] + target[:, 1]) * grid[2] + target[:, 2]
-        target_flat = jnp.where(inside & real_i, target_flat, n_bins)
-        j = table[target_flat].reshape(-1)  # [D * bin_capacity]
-        wraps = jnp.repeat(wraps, spec.bin_capacity, axis=0)
-        vectors = wrapped_padded[j] + wraps.astype(dtype) @ cell - wrapped_padded[i]
-        within = (
-            (j < n_atoms)
-            & (jnp.sum(vectors * vectors, axis=-1) < cutoff_squared)
-            & ~((j == i) & jnp.all(wraps == 0, axis=-1))
-        )
+        target_flat = jnp.where(inside & real_i, target_flat, n_bins)  # row n_bins is empty
+        j = table[target_flat]  # [D, cap]
+        vectors = position_table[target_flat] + (wraps.astype(dtype) @ cell - position_i)[:, None, :]
+        is_self = (j == i) & jnp.all(wraps == 0, axis=-1)[:, None]
+        within = ((j < n_atoms) & (jnp.sum(vectors * vectors, axis=-1) < cutoff_squared) & ~is_self).reshape(-1)
         rank = jnp.cumsum(within) - 1
         destination = jnp.where(within, rank, capacity)  # the extra slot collects non-neighbours
-        shifts = wraps + image_padded[i] - image_padded[j]
-        idx = jnp.full(capacity + 1, n_atoms, jnp.int32).at[destination].set(j, mode="drop")[:capacity]
-        shift = jnp.zeros((capacity + 1, 3), jnp.int32).at[destination].set(shifts, mode="drop")[:capacity]
-        return idx, shift, jnp.sum(within)
+        shifts = (wraps[:, None, :] + image_i - image_table[target_flat]).reshape(-1, 3)
+        idx = jnp.full(capacity + 1, n_atoms, jnp.int32).at[destination].set(j.reshape(-1), mode="drop")
+        shift = jnp.zeros((capacity + 1, 3), jnp.int32).at[destination].set(shifts, mode="drop")
+        return idx[:capacity], shift[:capacity], jnp.sum(within)
 
     atom_ids = jnp.arange(n_atoms, dtype=jnp.int32)
     idx, shifts, n_neighbors = jax.lax.map(
-        neighbors_of, (atom_ids, bins, atom_mask), batch_size=min(batch_size, max(n_atoms, 1))
+        neighbors_of, (atom_ids, bins, atom_mask, wrapped, image_int), batch_size=min(batch_size, max(n_atoms, 1))
     )
     neighbor_overflow = jnp.max(n_neighbors, initial=0) > capacity
     return NeighborList(idx=idx, shifts=shifts), bin_overflow | neighbor_overflow | bins_too_narrow
