@@ -39,8 +39,8 @@ import numpy as np
 
 from mlip.kernels.neighbor_list import (
     NeighborList,
-    _open_direction_cell,
     check_cell,
+    complete_open_directions,
     host_pairs,
     round_up,
 )
@@ -216,7 +216,7 @@ class CellList:
 
     def _binning_frame(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray):
         """Frame rows (cell vectors; open ones sized to the atoms' extent) and origin."""
-        frame = _open_direction_cell(cell, pbc) if not pbc.all() else cell.copy()
+        frame = complete_open_directions(cell, pbc) if not pbc.all() else cell.copy()
         origin = np.zeros(3)
         if pbc.all() or len(positions) == 0:
             return frame, origin

@@ -93,14 +93,14 @@ def host_pairs(
         return empty, empty, np.zeros((0, 3), dtype=np.int64)
     check_cell(cell, pbc)
     if not pbc.all():
-        cell = _open_direction_cell(cell, pbc)
+        cell = complete_open_directions(cell, pbc)
     i, j, shifts = _matscipy_neighbour_list(
         "ijS", positions=positions, cell=cell, pbc=pbc, cutoff=float(cutoff)
     )
     return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64)
 
 
-def _open_direction_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+def complete_open_directions(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     """Make the cell non-singular by completing degenerate open-direction vectors.
 
     matscipy needs an invertible cell even along non-periodic directions; no shift
