@@ -31,6 +31,7 @@ from mlip.kernels.symmetry_functions import (
     chunked,
     default_symmetry_functions,
     make_descriptor_kernel,
+    select_columns,
 )
 
 Params = dict[str, Any]
@@ -158,7 +159,8 @@ def make_model_functions(config: ModelConfig, chunk_size: int = 1024) -> ModelFu
         features = kernel(r_ij, mask, neighbor_species)
         energies = jnp.zeros(species.shape, dtype=r_ij.dtype)
         for index, element in enumerate(config.elements):
-            x = (features[:, columns[element]] - params["feature_shift"][element]) * params["feature_scale"][element]
+            raw = select_columns(features, columns[element])
+            x = (raw - params["feature_shift"][element]) * params["feature_scale"][element]
             atomic = network.apply(params["networks"][element], x) + params["reference_energies"][element]
             energies = jnp.where(species == index, atomic, energies)
         return energies

@@ -121,3 +121,41 @@ def test_default_grid():
     centered = default_symmetry_functions(("Si",), grid="centered", n_radial=4)
     assert all(f.r_shift == 0.0 for f in centered.functions)
     assert max(f.r_cut for f in centered.functions) == 6.0
+
+
+def test_moment_expansion_matches_brute_force_for_integer_zetas():
+    """Wide angular functions with integer zeta (evaluated in O(M) by the moment
+    expansion) against the explicit double sum, zeta up to the expansion's limit."""
+    functions = [SymmetryFunction(2, c, (c,), 0.5, R_CUT) for c in ("Si", "C")]
+    for center in ("Si", "C"):
+        for pair in (("Si", "Si"), ("C", "Si"), ("C", "C")):
+            for zeta, lam in [(1, 1.0), (2, -1.0), (3, 1.0), (5, -1.0), (8, 1.0), (8, -1.0)]:
+                functions.append(SymmetryFunction(9, center, pair, 0.1, R_CUT, 0.3, lam, zeta))
+    sf_set = SymmetryFunctionSet(("Si", "C"), tuple(functions))
+    atoms = random_structure(seed=8, n_atoms=10, size=4.8)
+    reference = reference_symmetry_functions(atoms, sf_set)
+    for mine, theirs in zip(_kernel_values(sf_set, atoms), reference):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-12)
+    assert min(v[2:].max() for v in reference) > 1e-3  # every atom has angular terms
+
+
+def test_forces_on_lattice_directions_are_finite_and_exact():
+    """Neighbours along the axes give unit-vector components of exactly 0 (u^0 terms)."""
+    from ase.build import bulk
+    from ase.calculators.fd import calculate_numerical_forces
+
+    from mlip.calculator import MLIPCalculator
+    from mlip.model import Model
+
+    sf_set = SymmetryFunctionSet(("Si",), (
+        SymmetryFunction(2, "Si", ("Si",), 0.5, R_CUT),
+        SymmetryFunction(9, "Si", ("Si", "Si"), 0.1, R_CUT, 0.0, 1.0, 4.0),
+        SymmetryFunction(9, "Si", ("Si", "Si"), 0.1, R_CUT, 0.0, -1.0, 2.0),
+    ))
+    atoms = bulk("Si", "sc", 2.6)  # simple cubic: every neighbour on an axis or diagonal
+    atoms = atoms.repeat((2, 1, 1))
+    atoms.positions[0, 0] += 0.1
+    atoms.calc = MLIPCalculator(Model.create(symmetry_functions=sf_set, hidden_layers=(4,)), skin=0.0)
+    forces = atoms.get_forces()
+    assert np.all(np.isfinite(forces)) and np.abs(forces).max() > 1e-4
+    np.testing.assert_allclose(forces, calculate_numerical_forces(atoms, eps=1e-5), atol=1e-8)

@@ -20,9 +20,18 @@ The kernel works on a dense neighbour list (see :mod:`mlip.kernels.neighbor_list
 For angular functions it factorises ``G = sum_j a1_j sum_k W_jk a2_k`` where the
 pair factors ``a`` carry the radial Gaussian, cutoff and element selection, and
 the triplet matrix ``W`` only depends on (lambda, zeta) for type 9 (plus eta, r_s
-and r_c for type 3).  Functions sharing ``W`` are evaluated with one batched
-matrix product, so the expensive triplet work is done once per distinct angular
-shape rather than once per function.
+and r_c for type 3).
+
+Type 9 with integer zeta (the usual case) never forms the [M, M] triplet matrix:
+expanding ``(1 + lambda cos)^zeta`` in powers of ``cos = u_j . u_k`` and each power
+in monomials of the unit vectors' components gives
+
+    sum_{j,k} a1_j a2_k (u_j . u_k)^p = sum_{|m| = p} p! / (m_x! m_y! m_z!) T_m(a1) T_m(a2),
+    T_m(a) = sum_j a_j u_jx^m_x u_jy^m_y u_jz^m_z,
+
+which costs O(M) per atom instead of O(M^2); the j = k terms, ``(1 + lambda)^zeta
+a1_j a2_j``, are subtracted.  Other functions fall back to the triplet matrix, one
+batched matrix product per distinct ``W``.
 """
 
 from __future__ import annotations
@@ -282,6 +291,91 @@ def _power(base, zeta: float):
     return jnp.power(jnp.maximum(base, 0.0), zeta)
 
 
+_MAX_MOMENT_ZETA = 8  # beyond this the monomial count ((zeta+1)(zeta+2)(zeta+3)/6) outgrows M^2
+
+
+def _uses_moments(key: tuple) -> bool:
+    kind, zeta = key[0], key[6]
+    return kind == 9 and float(zeta).is_integer() and zeta <= _MAX_MOMENT_ZETA
+
+
+class _MomentExpansion:
+    """``sum_{j != k} a1_j a2_k (1 + lambda u_j . u_k)^zeta`` for integer zeta, in O(M).
+
+    Built for a list of (lambda, zeta) columns; called with unit vectors
+    ``[n, M, 3]`` and pair factors ``a1, a2`` of shape ``[n, M, C]``.
+    """
+
+    def __init__(self, lambdas: list[float], zetas: list[float]):
+        top = int(max(zetas, default=0))
+        self.top = top
+        exponents = [m for p in range(top + 1) for m in itertools.product(range(p + 1), repeat=3) if sum(m) == p]
+        self.exponents = np.array(exponents, dtype=np.int32).reshape(-1, 3)  # [K, 3]
+        # coefficient of monomial m in (1 + lambda c)^zeta: binom(zeta, p) lambda^p p! / (m_x! m_y! m_z!)
+        coefficients = np.zeros((len(exponents), len(zetas)))
+        for k, m in enumerate(exponents):
+            p = sum(m)
+            multinomial = math.factorial(p) / math.prod(math.factorial(e) for e in m)
+            for c, (lam, zeta) in enumerate(zip(lambdas, zetas)):
+                if p <= zeta:
+                    coefficients[k, c] = math.comb(int(zeta), p) * lam**p * multinomial
+        self.coefficients = coefficients
+        self.diagonal = np.array([(1.0 + lam) ** zeta for lam, zeta in zip(lambdas, zetas)])
+
+    def __call__(self, unit, a1, a2, same_factors: bool = False):
+        """Values ``[n, C]``; ``same_factors`` says a1 and a2 are equal (one element)."""
+        dtype = unit.dtype
+        # powers u^e by repeated products (gradient-safe at u = 0, unlike u ** 0)
+        powers = [jnp.ones_like(unit)]
+        for _ in range(self.top):
+            powers.append(powers[-1] * unit)  # powers[e][..., x] = u_x^e
+        monomials = jnp.stack(  # [n, M, K]; static slices, so the backward pass has no scatter
+            [powers[ex][..., 0] * powers[ey][..., 1] * powers[ez][..., 2] for ex, ey, ez in self.exponents], axis=-1
+        )
+        moments1 = jnp.einsum("nmk,nmc->nkc", monomials, a1)
+        moments2 = moments1 if same_factors else jnp.einsum("nmk,nmc->nkc", monomials, a2)
+        full = jnp.einsum("kc,nkc,nkc->nc", self.coefficients.astype(dtype), moments1, moments2)
+        return full - self.diagonal.astype(dtype) * jnp.sum(a1 * a2, axis=1)
+
+
+def _triplet_matrix_values(groups_list, r_ij, unit, mask, a1, a2, cut_kind, alpha):
+    """Angular values through the [n, M, M] triplet matrix W, one product per group."""
+    cos = jnp.einsum("njx,nkx->njk", unit, unit)
+    n_nbr = r_ij.shape[1]
+    pair_mask = (mask[:, :, None] & mask[:, None, :]) & ~jnp.eye(n_nbr, dtype=bool)
+    if any(key[0] == 3 for key, _ in groups_list):
+        r_jk = r_ij[:, None, :, :] - r_ij[:, :, None, :]
+        d_jk = _safe_norm(r_jk, pair_mask)
+    values = []
+    for key, columns in groups_list:
+        kind, lam, zeta = key[:3]
+        w = _power(1.0 + lam * cos, zeta)
+        if kind == 3:
+            _, _, _, eta, r_cut, r_shift = key
+            w = w * jnp.exp(-eta * (d_jk - r_shift) ** 2) * cutoff_function(d_jk, r_cut, cut_kind, alpha)
+        w = jnp.where(pair_mask, w, 0.0)
+        inner = jnp.einsum("njk,nka->nja", w, select_columns(a2, columns))
+        values.append((columns, jnp.sum(select_columns(a1, columns) * inner, axis=1)))
+    return values
+
+
+def select_columns(x, index: np.ndarray):
+    """``x[..., index]`` for a static index array, without a gather when avoidable.
+
+    A gather's backward pass is a scatter-add, slow on CPU; a repeated single
+    column is a broadcast, a contiguous run a slice, anything else a product with a
+    0/1 selection matrix, whose backward pass is another product.
+    """
+    index = np.asarray(index)
+    if len(index) and np.all(index == index[0]):
+        return jnp.broadcast_to(x[..., index[0] : index[0] + 1], x.shape[:-1] + (len(index),))
+    if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+        return x[..., index[0] : index[0] + len(index)]
+    selection = np.zeros((x.shape[-1], len(index)))
+    selection[index, np.arange(len(index))] = 1.0
+    return x @ selection.astype(x.dtype)
+
+
 def make_descriptor_kernel(sf_set: SymmetryFunctionSet):
     """Build ``kernel(r_ij, mask, neighbor_species) -> G`` for ``sf_set``.
 
@@ -318,13 +412,20 @@ def make_descriptor_kernel(sf_set: SymmetryFunctionSet):
     ang_coefficient = arr(
         [2.0 ** (1.0 - union[n][6]) * (0.5 if union[n][1][0] == union[n][1][1] else 1.0) for n in angular]
     )
-    # Triplet matrices W shared by functions with the same angular shape.
+    # Wide functions with integer zeta use the moment expansion; the others share
+    # triplet matrices W per distinct angular shape.
+    moment = [c for c, n in enumerate(angular) if _uses_moments(union[n])]
+    expansion = _MomentExpansion([union[angular[c]][5] for c in moment], [union[angular[c]][6] for c in moment])
     groups: dict[tuple, list[int]] = {}
     for column, n in enumerate(angular):
+        if column in moment:
+            continue
         kind, _, eta, r_cut, r_shift, lam, zeta = union[n]
         key = (kind, lam, zeta) if kind == 9 else (kind, lam, zeta, eta, r_cut, r_shift)
         groups.setdefault(key, []).append(column)
     groups_list = [(key, np.array(columns, dtype=np.int32)) for key, columns in groups.items()]
+    moment_columns = np.array(moment, dtype=np.int32)
+    moment_same_factors = bool(np.array_equal(ang_e1[moment_columns], ang_e2[moment_columns]))
 
     n_union = len(union)
     radial_columns = np.array(radial, dtype=np.int32)
@@ -340,32 +441,21 @@ def make_descriptor_kernel(sf_set: SymmetryFunctionSet):
 
         if radial:
             gauss = jnp.exp(-rad_eta.astype(dtype) * (distance[..., None] - rad_shift.astype(dtype)) ** 2)
-            terms = gauss * fc[..., rad_cut] * one_hot[..., rad_element]
+            terms = gauss * select_columns(fc, rad_cut) * one_hot[..., rad_element]
             out = out.at[:, radial_columns].set(jnp.sum(terms, axis=1))
 
         if angular:
             gauss = jnp.exp(-ang_eta.astype(dtype) * (distance[..., None] - ang_shift.astype(dtype)) ** 2)
-            pair = gauss * fc[..., ang_cut]  # [n, M, A]
+            pair = gauss * select_columns(fc, ang_cut)  # [n, M, A]
             a1 = pair * one_hot[..., ang_e1]
             a2 = pair * one_hot[..., ang_e2]
             unit = r_ij / distance[..., None]
-            cos = jnp.einsum("njx,nkx->njk", unit, unit)
-            n_nbr = r_ij.shape[1]
-            pair_mask = (mask[:, :, None] & mask[:, None, :]) & ~jnp.eye(n_nbr, dtype=bool)
-            needs_jk = any(key[0] == 3 for key, _ in groups_list)
-            if needs_jk:
-                r_jk = r_ij[:, None, :, :] - r_ij[:, :, None, :]
-                d_jk = _safe_norm(r_jk, pair_mask)
             values = []
-            for key, columns in groups_list:
-                kind, lam, zeta = key[:3]
-                w = _power(1.0 + lam * cos, zeta)
-                if kind == 3:
-                    _, _, _, eta, r_cut, r_shift = key
-                    w = w * jnp.exp(-eta * (d_jk - r_shift) ** 2) * cutoff_function(d_jk, r_cut, cut_kind, alpha)
-                w = jnp.where(pair_mask, w, 0.0)
-                inner = jnp.einsum("njk,nka->nja", w, a2[..., columns])
-                values.append((columns, jnp.sum(a1[..., columns] * inner, axis=1)))
+            if moment:
+                moments = expansion(unit, select_columns(a1, moment_columns), select_columns(a2, moment_columns), moment_same_factors)
+                values.append((moment_columns, moments))
+            if groups_list:
+                values += _triplet_matrix_values(groups_list, r_ij, unit, mask, a1, a2, cut_kind, alpha)
             order = np.concatenate([columns for columns, _ in values])
             stacked = jnp.concatenate([value for _, value in values], axis=-1)
             ang_values = jnp.zeros(r_ij.shape[:1] + (len(angular),), dtype=dtype).at[:, order].set(stacked)
