@@ -59,6 +59,12 @@ class MLIPCalculator(Calculator):
         """How many input shapes the energy function has been compiled for."""
         return self._evaluate._cache_size()
 
+    @property
+    def neighbor_capacity(self) -> int | None:
+        """Neighbour slots per atom of the padded list (None before the first call);
+        grows, with one recompilation, when a structure needs more."""
+        return self._capacity
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms

@@ -107,3 +107,16 @@ def test_stress_of_open_system_is_not_implemented(calc):
 def test_bad_dtype_is_rejected(model):
     with pytest.raises(ValueError, match="dtype"):
         MLIPCalculator(model, dtype="float16")
+
+
+def test_neighbor_capacity_grows_when_the_structure_densifies(model):
+    calc = MLIPCalculator(model, skin=0.3)
+    atoms = evaluate(calc, random_structure(seed=34, n_atoms=10, min_distance=1.5))
+    atoms.get_potential_energy()
+    capacity = calc.neighbor_capacity
+    atoms.set_cell(atoms.cell * 0.75, scale_atoms=True)  # denser: more neighbours than the old capacity
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    assert calc.neighbor_capacity > capacity
+    fresh = evaluate(MLIPCalculator(model, skin=0.0), atoms)
+    assert energy == pytest.approx(fresh.get_potential_energy(), abs=1e-11)
+    np.testing.assert_allclose(forces, fresh.get_forces(), atol=1e-11)
