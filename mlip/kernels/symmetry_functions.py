@@ -291,7 +291,9 @@ def _power(base, zeta: float):
     return jnp.power(jnp.maximum(base, 0.0), zeta)
 
 
-_MAX_MOMENT_ZETA = 8  # beyond this the monomial count ((zeta+1)(zeta+2)(zeta+3)/6) outgrows M^2
+# The expansion needs (zeta+1)(zeta+2)(zeta+3)/6 monomials (165 at zeta 8); larger
+# zetas, rare in practice, use the triplet matrix.
+_MAX_MOMENT_ZETA = 8
 
 
 def _uses_moments(key: tuple) -> bool:
@@ -415,10 +417,11 @@ def make_descriptor_kernel(sf_set: SymmetryFunctionSet):
     # Wide functions with integer zeta use the moment expansion; the others share
     # triplet matrices W per distinct angular shape.
     moment = [c for c, n in enumerate(angular) if _uses_moments(union[n])]
+    in_moment = set(moment)
     expansion = _MomentExpansion([union[angular[c]][5] for c in moment], [union[angular[c]][6] for c in moment])
     groups: dict[tuple, list[int]] = {}
     for column, n in enumerate(angular):
-        if column in moment:
+        if column in in_moment:
             continue
         kind, _, eta, r_cut, r_shift, lam, zeta = union[n]
         key = (kind, lam, zeta) if kind == 9 else (kind, lam, zeta, eta, r_cut, r_shift)
@@ -452,8 +455,8 @@ def make_descriptor_kernel(sf_set: SymmetryFunctionSet):
             unit = r_ij / distance[..., None]
             values = []
             if moment:
-                moments = expansion(unit, select_columns(a1, moment_columns), select_columns(a2, moment_columns), moment_same_factors)
-                values.append((moment_columns, moments))
+                a1_moment, a2_moment = select_columns(a1, moment_columns), select_columns(a2, moment_columns)
+                values.append((moment_columns, expansion(unit, a1_moment, a2_moment, moment_same_factors)))
             if groups_list:
                 values += _triplet_matrix_values(groups_list, r_ij, unit, mask, a1, a2, cut_kind, alpha)
             order = np.concatenate([columns for columns, _ in values])
