@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from mlip.kernels.cell_list import CellList, build_cell_list
-from mlip.kernels.neighbor_list import pairs_from_dense
+from mlip.kernels.neighbor_list import host_pairs, pairs_from_dense
 from mlip.model import make_model_functions
 from mlip.padding import pad_structure
-from mlip.kernels.neighbor_list import host_pairs
 
 from conftest import ase_pairs, canonical, random_neighbor_case, random_structure
 

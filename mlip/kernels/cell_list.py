@@ -184,10 +184,8 @@ class CellList:
 
         frame, origin = self._binning_frame(real, cell_np, pbc)
         grid, reach = self._grid(frame, pbc, n_atoms=len(real))
-        fractional = (real - origin) @ np.linalg.inv(frame)
-        fractional = np.where(pbc, fractional - np.floor(fractional), fractional)
-        bins = np.clip(np.floor(fractional * grid).astype(np.int64), 0, np.array(grid) - 1)
-        flat = np.ravel_multi_index(bins.T, grid) if len(real) else np.zeros(0, np.int64)
+        _, bins = _assign_bins((real - origin) @ np.linalg.inv(frame), pbc, np.array(grid, dtype=np.int32))
+        flat = np.asarray(_flat_index(bins, grid))
         max_per_bin = int(np.bincount(flat, minlength=1).max(initial=0))
 
         i, _, _ = host_pairs(real, cell_np, pbc, self.list_cutoff)
@@ -269,6 +267,20 @@ class CellList:
         return jax.lax.cond(self.needs_rebuild(state, positions, cell), rebuild, lambda _: state, None)
 
 
+def _assign_bins(fractional, pbc: np.ndarray, grid: np.ndarray):
+    """Periodic image (``floor`` of the fractional coordinate, 0 along open
+    directions) and 3-d bin of every atom; atoms outside the grid are clipped
+    into the edge bins.  Shared by the host allocation and the jit build."""
+    image = jnp.where(pbc, jnp.floor(fractional), 0.0)
+    bins = jnp.clip(jnp.floor((fractional - image) * grid).astype(jnp.int32), 0, grid - 1)
+    return image, bins
+
+
+def _flat_index(bins, grid):
+    """Row-major flat index of 3-d bin indices ``[..., 3]``."""
+    return (bins[..., 0] * grid[1] + bins[..., 1]) * grid[2] + bins[..., 2]
+
+
 def build_cell_list(spec: CellListSpec, positions, cell, atom_mask, batch_size: int = 256):
     """All pairs closer than ``spec.cutoff`` in the dense layout (pure, jit-able).
 
@@ -300,11 +312,10 @@ def build_cell_list(spec: CellListSpec, positions, cell, atom_mask, batch_size: 
     bins_needed = spec.cutoff * (1.0 + 0.5 * _BIN_MARGIN) * grid * jnp.linalg.norm(inverse, axis=0)
     bins_too_narrow = jnp.any(limited & (bins_needed > reach))
     fractional = (positions - jnp.asarray(spec.origin, dtype)) @ inverse
-    image = jnp.where(pbc, jnp.floor(fractional), 0.0)
+    image, bins = _assign_bins(fractional, pbc, grid)
     wrapped = positions - image @ cell  # Cartesian positions wrapped into the cell
-    bins = jnp.clip(jnp.floor((fractional - image) * grid).astype(jnp.int32), 0, grid - 1)
-    flat = (bins[:, 0] * grid[1] + bins[:, 1]) * grid[2] + bins[:, 2]
-    flat = jnp.where(atom_mask, flat, n_bins)  # padding atoms go to an extra, never-visited bin
+    # padding atoms go to an extra bin that is never visited
+    flat = jnp.where(atom_mask, _flat_index(bins, grid), n_bins)
 
     # bin table [n_bins + 1, bin_capacity] of atom indices, n_atoms marks empty slots
     order = jnp.argsort(flat)
@@ -332,8 +343,7 @@ def build_cell_list(spec: CellListSpec, positions, cell, atom_mask, batch_size: 
         inside = jnp.all((target[:, open_axes] >= 0) & (target[:, open_axes] < grid[open_axes]), axis=-1)
         target = jnp.where(pbc, target - wraps * grid, target)
         wraps = jnp.where(pbc, wraps, 0)
-        target_flat = (target[:, 0] * grid[1] + target[:, 1]) * grid[2] + target[:, 2]
-        target_flat = jnp.where(inside & real_i, target_flat, n_bins)  # row n_bins is empty
+        target_flat = jnp.where(inside & real_i, _flat_index(target, grid), n_bins)  # row n_bins is empty
         j = table[target_flat]  # [D, cap]
         vectors = position_table[target_flat] + (wraps.astype(dtype) @ cell - position_i)[:, None, :]
         is_self = (j == i) & jnp.all(wraps == 0, axis=-1)[:, None]
