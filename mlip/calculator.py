@@ -19,7 +19,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from mlip.kernels.neighbor_list import VerletNeighborList
-from mlip.model import Model, make_model_functions
+from mlip.model import Model, cast_params, make_model_functions, virial_to_stress
 from mlip.padding import PaddedStructure, check_positions, pad_structure
 
 _DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
@@ -49,7 +49,7 @@ class MLIPCalculator(Calculator):
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         self.model = model
         self.dtype = _DTYPES[dtype]
-        self._params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, self.dtype), model.params)
+        self._params = cast_params(model.params, self.dtype)
         self._evaluate = jax.jit(make_model_functions(model.config, chunk_size).energy_forces_virial)
         self.neighbors = VerletNeighborList(model.cutoff, skin)
         self._capacity: int | None = None
@@ -81,8 +81,6 @@ class MLIPCalculator(Calculator):
         self.results["energies"] = np.asarray(result.energies, dtype=np.float64)[:n_atoms]
         self.results["forces"] = np.asarray(result.forces, dtype=np.float64)[:n_atoms]
         if pbc.all():
-            virial = np.asarray(result.virial, dtype=np.float64)
-            stress = virial / abs(np.linalg.det(cell))
-            self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
+            self.results["stress"] = virial_to_stress(result.virial, cell)
         elif "stress" in properties:
             raise PropertyNotImplementedError("stress needs a cell that is periodic in all three directions")

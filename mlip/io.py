@@ -49,13 +49,10 @@ def _decode(tree):
     raise ModelFileError(f"unexpected entry of type {type(tree).__name__} in the parameters")
 
 
-def save_model(model: Model, path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` atomically (a crash never leaves half a file)."""
+def write_container(path: str | os.PathLike, payload: bytes, magic: bytes = MAGIC) -> Path:
+    """Write ``payload`` under a magic line and a checksummed JSON header, atomically
+    (temporary file + rename: a crash never leaves half a file)."""
     path = Path(path)
-    payload = msgpack.packb(
-        {"config": model.config.to_json(), "params": _encode(jax.device_get(model.params))},
-        use_bin_type=True,
-    )
     header = {
         "format_version": FORMAT_VERSION,
         "sha256": hashlib.sha256(payload).hexdigest(),
@@ -63,29 +60,30 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
     }
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as handle:
-        handle.write(MAGIC + json.dumps(header).encode() + b"\n" + payload)
+        handle.write(magic + json.dumps(header).encode() + b"\n" + payload)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, path)
     return path
 
 
-def load_model(path: str | os.PathLike) -> Model:
-    """Read a model written by :func:`save_model`.
+def read_container(path: str | os.PathLike, magic: bytes = MAGIC, what: str = "mlip model") -> bytes:
+    """The payload of a file written by :func:`write_container`.
 
     Raises:
-        ModelFileError: if the file is not a model file, is of a newer format
-            version, fails its checksum, or its parameters do not match its
-            configuration.
+        ModelFileError: unreadable file, wrong magic bytes, newer format version,
+            checksum or length mismatch.
     """
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as error:
-        raise ModelFileError(f"cannot read model file {path}: {error}") from error
-    if not raw.startswith(MAGIC):
-        raise ModelFileError(f"{path} is not an mlip model file (bad magic bytes)")
-    header_end = raw.find(b"\n", len(MAGIC))
+        raise ModelFileError(f"cannot read {what} file {path}: {error}") from error
+    if not raw.startswith(magic):
+        raise ModelFileError(f"{path} is not an {what} file (bad magic bytes)")
+    header_end = raw.find(b"\n", len(magic))
     try:
-        header = json.loads(raw[len(MAGIC) : header_end])
+        header = json.loads(raw[len(magic) : header_end])
         version = int(header["format_version"])
         checksum, size = header["sha256"], int(header["payload_bytes"])
     except (ValueError, KeyError, TypeError) as error:
@@ -99,6 +97,18 @@ def load_model(path: str | os.PathLike) -> Model:
         raise ModelFileError(
             f"{path} is corrupt: checksum or length mismatch ({len(payload)} of {size} payload bytes)"
         )
+    return payload
+
+
+def model_payload(model: Model) -> bytes:
+    """msgpack bytes of a model's configuration (JSON text) and parameters."""
+    return msgpack.packb(
+        {"config": model.config.to_json(), "params": _encode(jax.device_get(model.params))}, use_bin_type=True
+    )
+
+
+def model_from_payload(payload: bytes, path: str | os.PathLike = "<payload>") -> Model:
+    """Inverse of :func:`model_payload`; parameters are checked against the configuration."""
     try:
         content = msgpack.unpackb(payload, raw=False)
         config = ModelConfig.from_dict(json.loads(content["config"]))
@@ -109,6 +119,22 @@ def load_model(path: str | os.PathLike) -> Model:
         raise ModelFileError(f"{path}: cannot decode model ({type(error).__name__}: {error})") from error
     _check_params(config, params, path)
     return Model(config, jax.tree_util.tree_map(jnp.asarray, params))
+
+
+def save_model(model: Model, path: str | os.PathLike) -> Path:
+    """Write ``model`` to ``path`` atomically (a crash never leaves half a file)."""
+    return write_container(path, model_payload(model))
+
+
+def load_model(path: str | os.PathLike) -> Model:
+    """Read a model written by :func:`save_model`.
+
+    Raises:
+        ModelFileError: if the file is not a model file, is of a newer format
+            version, fails its checksum, or its parameters do not match its
+            configuration.
+    """
+    return model_from_payload(read_container(path), path)
 
 
 def _check_params(config: ModelConfig, params, path) -> None:

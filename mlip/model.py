@@ -104,6 +104,18 @@ def init_params(config: ModelConfig, seed: int = 0, dtype=jnp.float64) -> Params
     return params
 
 
+def cast_params(params: Params, dtype) -> Params:
+    """``params`` with every floating-point array cast to ``dtype`` (e.g. for float32)."""
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
+
+
+def virial_to_stress(virial, cell) -> np.ndarray:
+    """Stress in ASE's Voigt order (xx yy zz yz xz xy), eV/Å^3, from the virial
+    ``dE/d(strain)`` (eV, 3x3) of a periodic cell (rows are lattice vectors, Å)."""
+    virial = np.asarray(virial, dtype=np.float64)
+    return virial.reshape(virial.shape[:-2] + (9,))[..., [0, 4, 8, 5, 2, 1]] / abs(np.linalg.det(cell))
+
+
 class EnergyResults(NamedTuple):
     """Output of :func:`make_model_functions`'s ``energy_forces_virial``."""
 
@@ -136,12 +148,19 @@ class ModelFunctions:
         energy_forces_virial: ``(params, positions, cell, species, nl) -> EnergyResults``.
         descriptors: ``(positions, cell, species, nl) -> [N, n_union]`` raw symmetry
             functions (before scaling) for all distinct environment functions.
+        descriptors_from_pairs: ``(r_ij [N, M, 3], mask, neighbor_species) -> [N, n_union]``,
+            the descriptor kernel on pair vectors (Å).
+        energies_from_features: ``(params, descriptors [N, n_union], species) -> [N]`` eV:
+            the network half of the model (scaling, per-element networks, reference
+            energies), for callers that hold precomputed descriptors (training).
     """
 
     config: ModelConfig
     atomic_energies: Any = field(repr=False)
     energy_forces_virial: Any = field(repr=False)
     descriptors: Any = field(repr=False)
+    descriptors_from_pairs: Any = field(repr=False)
+    energies_from_features: Any = field(repr=False)
 
 
 def make_model_functions(config: ModelConfig, chunk_size: int = 1024) -> ModelFunctions:
@@ -155,15 +174,17 @@ def make_model_functions(config: ModelConfig, chunk_size: int = 1024) -> ModelFu
     network = AtomicNetwork(config.hidden_layers, config.activation)
     columns = {element: sf_set.feature_columns(element) for element in config.elements}
 
-    def energies_from_pairs(params, r_ij, mask, species, neighbor_species):
-        features = kernel(r_ij, mask, neighbor_species)
-        energies = jnp.zeros(species.shape, dtype=r_ij.dtype)
+    def energies_from_features(params, features, species):
+        energies = jnp.zeros(species.shape, dtype=features.dtype)
         for index, element in enumerate(config.elements):
             raw = select_columns(features, columns[element])
             x = (raw - params["feature_shift"][element]) * params["feature_scale"][element]
             atomic = network.apply(params["networks"][element], x) + params["reference_energies"][element]
             energies = jnp.where(species == index, atomic, energies)
         return energies
+
+    def energies_from_pairs(params, r_ij, mask, species, neighbor_species):
+        return energies_from_features(params, kernel(r_ij, mask, neighbor_species), species)
 
     def atomic_energies(params, positions, cell, species, nl):
         r_ij, mask = pair_vectors(positions, cell, nl)
@@ -188,7 +209,7 @@ def make_model_functions(config: ModelConfig, chunk_size: int = 1024) -> ModelFu
         r_ij, mask = pair_vectors(positions, cell, nl)
         return kernel(r_ij, mask, neighbor_species(species, nl))
 
-    return ModelFunctions(config, atomic_energies, energy_forces_virial, descriptors)
+    return ModelFunctions(config, atomic_energies, energy_forces_virial, descriptors, kernel, energies_from_features)
 
 
 @dataclass

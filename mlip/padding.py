@@ -77,8 +77,14 @@ class PaddedStructure:
         )
 
 
+def max_neighbors(pairs: tuple[np.ndarray, np.ndarray, np.ndarray], n_atoms: int) -> int:
+    """Largest number of neighbours of any atom in a pair list."""
+    return int(np.bincount(pairs[0], minlength=n_atoms).max(initial=0))
+
+
 def pad_structure(model: Model, atoms: Atoms, pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
-                  capacity: int | None = None) -> PaddedStructure:
+                  capacity: int | None = None, n_padded: int | None = None,
+                  exact_capacity: bool = False) -> PaddedStructure:
     """Validate ``atoms`` against ``model`` and pad it to bucket sizes.
 
     Args:
@@ -86,18 +92,23 @@ def pad_structure(model: Model, atoms: Atoms, pairs: tuple[np.ndarray, np.ndarra
         atoms: the structure.
         pairs: ``(i, j, S)`` neighbour pairs of ``atoms`` covering the model cutoff.
         capacity: current neighbour capacity to keep if it still fits.
+        n_padded: atom rows to pad to (default: :func:`atom_bucket`); must hold the atoms.
+        exact_capacity: use ``capacity`` as given instead of a bucket around the need
+            (it still grows if a row needs more: nothing is ever dropped).
 
     Raises:
-        ValueError: unknown element, NaN positions, atoms closer than ``r_min``.
+        ValueError: unknown element, NaN positions, atoms closer than ``r_min``,
+            ``n_padded`` smaller than the atom count.
     """
     positions = check_positions(atoms.positions)
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
     species = model.species_indices(atoms.get_chemical_symbols())
     check_distances(model, positions, cell, pairs)
     n_atoms = len(atoms)
-    n_padded = atom_bucket(n_atoms)
-    needed = int(np.bincount(pairs[0], minlength=n_atoms).max(initial=0))
-    nl = dense_from_pairs(*pairs, n_atoms, capacity=neighbor_bucket(needed, capacity), n_padded=n_padded)
+    n_padded = atom_bucket(n_atoms) if n_padded is None else int(n_padded)
+    if not exact_capacity or capacity is None:
+        capacity = neighbor_bucket(max_neighbors(pairs, n_atoms), capacity)
+    nl = dense_from_pairs(*pairs, n_atoms, capacity=capacity, n_padded=n_padded)
     padded_positions = np.zeros((n_padded, 3))
     padded_positions[:n_atoms] = positions
     padded_species = np.full(n_padded, -1, dtype=np.int32)

@@ -50,9 +50,14 @@ def compute_descriptors(model: Model, structures: Iterable[Atoms]) -> dict[str, 
 
 def fit_feature_scaling(model: Model, structures: Iterable[Atoms], method: str = "standard") -> Model:
     """A copy of ``model`` whose feature scaling is fitted to ``structures``."""
+    return scaling_from_features(model, compute_descriptors(model, structures), method)
+
+
+def scaling_from_features(model: Model, features: dict[str, np.ndarray], method: str = "standard") -> Model:
+    """A copy of ``model`` with feature scaling fitted to precomputed descriptors
+    ``{element: [n_atoms_of_element, n_features(element)]}`` (raw, before scaling)."""
     if method not in ("standard", "minmax"):
         raise ValueError(f"method must be 'standard' or 'minmax', got {method!r}")
-    features = compute_descriptors(model, structures)
     params = jax.tree_util.tree_map(lambda x: x, model.params)
     for element, values in features.items():
         if len(values) == 0:

@@ -1,0 +1,284 @@
+"""Training configuration: TOML file -> frozen dataclasses, every key documented here.
+
+Sections and keys (defaults in the dataclasses below; units in the field comments).
+Unknown sections or keys are errors that name the key.  Relative paths are taken
+relative to the config file's folder.  ``mlip template train`` prints a commented
+default config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A training configuration is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = ""  # training data file (extxyz, .traj, .db, input.data, ...)
+    generate: str = ""  # "si-stillinger-weber": make `train` with mlip.training.generate if it is missing
+    validation: str = ""  # separate validation file; empty: split off validation_fraction of `train`
+    validation_fraction: float = 0.1  # fraction of `train` held out for validation and model selection
+    test: str = ""  # test file, evaluated once at the end, never used for selection
+    format: str = ""  # ASE format name; empty: guessed from the file name
+    energy_key: str = ""  # info key of the total energy (eV); empty: the file's calculator results
+    forces_key: str = ""  # arrays key of the forces (eV/Å)
+    stress_key: str = ""  # info key of the stress (eV/Å^3, ASE sign)
+    config_type_key: str = "config_type"  # info key of the group name
+    seed: int = 0  # seed of the train/validation split
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    elements: tuple[str, ...] = ()  # empty: the elements present in the training data
+    r_cut: float = 6.0  # cutoff radius, Å
+    n_radial: int = 8  # radial (type 2) functions per element pair
+    n_angular: int = 4  # angular widths per element triple
+    zetas: tuple[float, ...] = (1.0, 4.0)  # angular exponents
+    angular_type: int = 9  # 9 (wide) or 3 (narrow)
+    r_lower: float = 1.0  # smallest distance the grids resolve, Å
+    grid: str = "shifted"  # radial grid: "shifted" or "centered"
+    cutoff_type: str = "tanh"  # n2p2 cutoff function name
+    hidden_layers: tuple[int, ...] = (25, 25)  # hidden widths of every element network
+    activation: str = "tanh"  # tanh, softplus or silu
+    r_min: float = 0.0  # shortest accepted distance, Å; 0: 0.85 x the shortest distance in the training data
+    scaling: str = "standard"  # feature scaling fitted on the training set: standard or minmax
+    seed: int = 0  # weight initialisation
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    kind: str = "mse"  # mse or huber
+    huber_delta: float = 0.01  # Huber threshold (eV/atom, eV/Å)
+    # weights: a number, or [start, end] varied linearly over the epochs
+    energy_weight: float | tuple[float, float] = 1.0  # per-atom energy term
+    forces_weight: float | tuple[float, float] = 1.0  # force-component term
+    stress_weight: float | tuple[float, float] = 0.1  # virial-per-atom term (0 ignores stress)
+    config_type_weights: dict = field(default_factory=dict)  # {config_type: multiplier}
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adam"  # adam or adamw
+    learning_rate: float = 3e-3  # peak learning rate
+    schedule: str = "cosine"  # cosine (warm-up, then cosine decay), plateau (reduce on plateau) or constant
+    warmup_epochs: int = 5  # linear warm-up
+    final_lr_fraction: float = 0.01  # cosine: final / peak learning rate
+    plateau_patience: int = 20  # plateau: epochs without improvement before reducing
+    plateau_factor: float = 0.5  # plateau: reduction factor
+    weight_decay: float = 0.0  # adamw decoupled weight decay
+    clip_norm: float = 10.0  # global gradient-norm clipping (0: off)
+    ema_decay: float = 0.0  # exponential moving average of weights (0: off; e.g. 0.99)
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    epochs: int = 300
+    batch_atoms: int = 512  # atoms per batch (structures are padded to shape buckets)
+    dtype: str = "float32"  # float32 or float64
+    seed: int = 0  # data order
+    patience: int = 0  # early stopping: epochs without validation improvement (0: off)
+    refit_offsets: bool = True  # least-squares refit of per-element energy offsets after training
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    init_model: str = ""  # start from this model file (its descriptors and scaling are kept)
+    freeze: tuple[str, ...] = ()  # groups kept bit-identical: hidden, output, networks, reference_energies
+    offsets_only: bool = False  # closed-form least-squares refit of the energy offsets, no gradient training
+
+
+@dataclass(frozen=True)
+class EOSConfig:
+    """Equation-of-state penalty for one reference crystal: ``w_P (P(V0) V0/N)^2 +
+    w_B ((B(V0) - B0) V0/N)^2`` (both in (eV/atom)^2), P and B by autodiff through
+    the model along isotropic strain."""
+
+    element: str = ""  # e.g. "Si"
+    crystal: str = "diamond"  # ase.build.bulk crystal structure
+    v0: float = 0.0  # target volume per atom, Å^3 (0: derived from the data, see from_config_type)
+    b0: float = 0.0  # target bulk modulus, GPa (0: derived from the data)
+    from_config_type: str = ""  # derive V0, B0 from P(V) of these structures' stresses
+    max_volume_strain: float = 0.05  # only structures with |ln(V/V_median)| below this enter the fit
+    pressure_weight: float = 1.0
+    bulk_modulus_weight: float = 0.1
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    directory: str = "run"  # model, checkpoints, metrics, plots, log
+    model_name: str = "model.mlip"
+    plots: bool = True
+    progress: bool = True  # progress bar
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = DataConfig()
+    model: ModelSection = ModelSection()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    training: TrainingSection = TrainingSection()
+    transfer: TransferConfig = TransferConfig()
+    eos: tuple[EOSConfig, ...] = ()
+    output: OutputConfig = OutputConfig()
+    base_dir: str = "."  # folder relative paths refer to (the config file's)
+
+    def path(self, value: str) -> Path:
+        """``value`` resolved against :attr:`base_dir` (empty stays empty)."""
+        if not value:
+            return Path("")
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelSection, "loss": LossConfig, "optimizer": OptimizerConfig,
+             "training": TrainingSection, "transfer": TransferConfig, "output": OutputConfig}
+
+
+def _coerce(name: str, value: Any, default: Any):
+    if isinstance(default, tuple) or isinstance(value, list):
+        if not isinstance(value, (list, tuple)):
+            if isinstance(default, tuple):
+                raise ConfigError(f"{name} must be a list, got {value!r}")
+            return value
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if default is not None and not isinstance(value, type(default)) and not isinstance(default, dict):
+        raise ConfigError(f"{name} must be of type {type(default).__name__}, got {value!r}")
+    return value
+
+
+def _section(cls, values: dict, name: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in [{name}]; known keys: {sorted(fields)}")
+    defaults = cls()
+    kwargs = {key: _coerce(f"{name}.{key}", value, getattr(defaults, key)) for key, value in values.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict, base_dir: str | os.PathLike = ".") -> TrainConfig:
+    """Build a :class:`TrainConfig` from a parsed TOML dict; unknown keys are errors."""
+    unknown = sorted(set(data) - set(_SECTIONS) - {"eos"})
+    if unknown:
+        raise ConfigError(f"unknown section(s) {unknown}; known: {sorted(set(_SECTIONS) | {'eos'})}")
+    sections = {name: _section(cls, data.get(name, {}), name) for name, cls in _SECTIONS.items()}
+    eos = data.get("eos", [])
+    if isinstance(eos, dict):
+        eos = [eos]
+    sections["eos"] = tuple(_section(EOSConfig, entry, f"eos[{n}]") for n, entry in enumerate(eos))
+    config = TrainConfig(**sections, base_dir=str(base_dir))
+    check_config(config)
+    return config
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a TOML training configuration."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from error
+    return config_from_dict(data, base_dir=path.parent)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def check_config(config: TrainConfig) -> None:
+    """Range and choice checks that need no data."""
+    if not config.data.train:
+        raise ConfigError("data.train is required (a training data file)")
+    _choice("data.generate", config.data.generate, ("", "si-stillinger-weber"))
+    _choice("loss.kind", config.loss.kind, ("mse", "huber"))
+    _choice("optimizer.name", config.optimizer.name, ("adam", "adamw"))
+    _choice("optimizer.schedule", config.optimizer.schedule, ("cosine", "plateau", "constant"))
+    _choice("training.dtype", config.training.dtype, ("float32", "float64"))
+    _choice("model.scaling", config.model.scaling, ("standard", "minmax"))
+    for group in config.transfer.freeze:
+        _choice("transfer.freeze entry", group, FREEZE_GROUPS)
+    if config.training.epochs < 0 or config.training.batch_atoms < 1:
+        raise ConfigError("training.epochs must be >= 0 and training.batch_atoms >= 1")
+    if config.optimizer.learning_rate <= 0:
+        raise ConfigError("optimizer.learning_rate must be positive")
+    if not 0.0 <= config.optimizer.ema_decay < 1.0:
+        raise ConfigError("optimizer.ema_decay must be in [0, 1)")
+    for name in ("energy_weight", "forces_weight", "stress_weight"):
+        value = getattr(config.loss, name)
+        values = value if isinstance(value, tuple) else (value,)
+        if len(values) not in (1, 2) or any(not isinstance(v, (int, float)) or v < 0 for v in values):
+            raise ConfigError(f"loss.{name} must be a number >= 0 or [start, end], got {value!r}")
+    for n, eos in enumerate(config.eos):
+        if not eos.element:
+            raise ConfigError(f"eos[{n}].element is required")
+        if (eos.v0 <= 0 or eos.b0 <= 0) and not eos.from_config_type:
+            raise ConfigError(f"eos[{n}]: give v0 and b0, or from_config_type to derive them from the data")
+
+
+FREEZE_GROUPS = ("hidden", "output", "networks", "reference_energies")
+
+
+def weight_at(value: float | tuple[float, float], epoch: int, epochs: int) -> float:
+    """A loss weight at ``epoch`` (0-based): constant, or linear from start to end."""
+    if isinstance(value, tuple):
+        start, end = value
+        fraction = epoch / max(epochs - 1, 1)
+        return float(start + (end - start) * fraction)
+    return float(value)
+
+
+def template() -> str:
+    """A commented TOML config with every key at its default."""
+    lines = ["# mlip training configuration; every key shown at its default.", ""]
+    for section, cls in list(_SECTIONS.items()):
+        lines += _describe(section, cls, "[{}]")
+    lines += ["# any number of equation-of-state penalties:"]
+    lines += ["# " + line if line else "" for line in _describe("eos", EOSConfig, "[[{}]]")]
+    return "\n".join(lines)
+
+
+def _describe(section: str, cls, header: str) -> list[str]:
+    import inspect
+    import re
+
+    source = inspect.getsource(cls)
+    comments = dict(re.findall(r"^\s+(\w+):[^=\n]*=[^#\n]*#\s*(.*)$", source, flags=re.M))
+    lines = [header.format(section)]
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(defaults, f.name)
+        comment = f"  # {comments[f.name]}" if f.name in comments else ""
+        lines.append(f"{f.name} = {_toml_value(value)}{comment}")
+    return lines + [""]
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{}"
+    return repr(value)

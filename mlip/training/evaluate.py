@@ -1,0 +1,127 @@
+"""Evaluate a model on labelled structures: predictions, error metrics per split and
+per config_type, parity plots.
+
+Predictions go through the model's full energy function (neighbour list, descriptor
+kernel, ``jax.grad`` for forces and virial), independent of the descriptor cache the
+trainer uses, so a final evaluation also cross-checks the training path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ase.units import GPa
+
+from mlip.kernels.neighbor_list import host_pairs, round_up
+from mlip.model import Model, cast_params, make_model_functions, virial_to_stress
+from mlip.padding import atom_bucket, max_neighbors, pad_structure
+from mlip.training.data import Sample
+
+
+@dataclass
+class PredictionSet:
+    """Reference and predicted labels of a list of samples (host arrays).
+
+    Energies are per atom (eV/atom), forces eV/Å (atoms concatenated), stresses
+    eV/Å^3 (NaN where a structure has no stress label or no periodic cell).
+    """
+
+    samples: list[Sample]
+    energy_ref: np.ndarray
+    energy_pred: np.ndarray
+    forces_ref: np.ndarray
+    forces_pred: np.ndarray
+    stress_ref: np.ndarray
+    stress_pred: np.ndarray
+
+    @property
+    def atom_groups(self) -> np.ndarray:
+        return np.concatenate([[s.config_type] * s.n_atoms for s in self.samples]) if self.samples else np.array([])
+
+    @property
+    def structure_groups(self) -> np.ndarray:
+        return np.array([s.config_type for s in self.samples])
+
+
+def predict_samples(model: Model, samples: Sequence[Sample], dtype: str = "float64") -> PredictionSet:
+    """Energies, forces and stresses of ``samples`` from ``model``'s full energy
+    function (one compilation per padded shape)."""
+    jdtype = {"float64": jnp.float64, "float32": jnp.float32}[dtype]
+    evaluate = jax.jit(make_model_functions(model.config).energy_forces_virial)
+    params = cast_params(model.params, jdtype)
+    pairs = [host_pairs(s.atoms.positions, s.atoms.cell.array, s.atoms.pbc, model.cutoff) for s in samples]
+    capacity: dict[int, int] = {}
+    for p, s in zip(pairs, samples):  # one capacity per atom bucket: few shapes
+        bucket = atom_bucket(s.n_atoms)
+        capacity[bucket] = max(capacity.get(bucket, 0), round_up(max_neighbors(p, s.n_atoms), 8))
+    e_ref, e_pred, f_ref, f_pred, s_ref, s_pred = [], [], [], [], [], []
+    for p, sample in zip(pairs, samples):
+        bucket = atom_bucket(sample.n_atoms)
+        padded = pad_structure(model, sample.atoms, p, capacity[bucket], bucket, exact_capacity=True)
+        result = evaluate(params, *padded.as_jax(jdtype))
+        n = sample.n_atoms
+        e_ref.append(sample.energy / n)
+        e_pred.append(float(result.energy) / n)
+        f_ref.append(sample.forces)
+        f_pred.append(np.asarray(result.forces, dtype=np.float64)[:n])
+        periodic = bool(sample.atoms.pbc.all())
+        s_ref.append(sample.stress if (sample.stress is not None and periodic) else np.full(6, np.nan))
+        s_pred.append(virial_to_stress(result.virial, sample.atoms.cell.array) if periodic else np.full(6, np.nan))
+    empty = np.zeros((0, 3))
+    return PredictionSet(
+        list(samples), np.array(e_ref), np.array(e_pred),
+        np.concatenate(f_ref) if f_ref else empty, np.concatenate(f_pred) if f_pred else empty,
+        np.array(s_ref).reshape(-1, 6), np.array(s_pred).reshape(-1, 6),
+    )
+
+
+def error_metrics(predictions: PredictionSet, structures: np.ndarray | None = None) -> dict[str, float]:
+    """MAE/RMSE of energy (meV/atom), forces (meV/Å) and stress (GPa), and the
+    structure count, over all samples or the boolean selection ``structures``."""
+    from mlip.training.plots import error_summary
+
+    if structures is None:
+        structures = np.ones(len(predictions.samples), dtype=bool)
+    atoms = np.concatenate([[keep] * s.n_atoms for keep, s in zip(structures, predictions.samples)]).astype(bool)
+    out: dict[str, float] = {"n": int(structures.sum())}
+    e_mae, e_rmse = error_summary(predictions.energy_ref[structures], predictions.energy_pred[structures])
+    f_mae, f_rmse = error_summary(predictions.forces_ref[atoms], predictions.forces_pred[atoms])
+    out.update({"E MAE meV/atom": 1e3 * e_mae, "E RMSE meV/atom": 1e3 * e_rmse,
+                "F MAE meV/Å": 1e3 * f_mae, "F RMSE meV/Å": 1e3 * f_rmse})
+    if np.isfinite(predictions.stress_ref[structures]).any():
+        s_mae, s_rmse = error_summary(predictions.stress_ref[structures], predictions.stress_pred[structures])
+        out.update({"S MAE GPa": s_mae / GPa, "S RMSE GPa": s_rmse / GPa})
+    return out
+
+
+def metrics_by_group(predictions: PredictionSet) -> dict[str, dict[str, float]]:
+    """``{"all": metrics, config_type: metrics, ...}`` (see :func:`error_metrics`)."""
+    groups = predictions.structure_groups
+    rows = {"all": error_metrics(predictions)}
+    for group in sorted(set(groups.tolist())):
+        rows[group] = error_metrics(predictions, groups == group)
+    return rows
+
+
+def write_parity_plot(path: str | Path, predictions: PredictionSet, title: str = "") -> Path | None:
+    """Energy (meV/atom), force (eV/Å) and stress (GPa) parity panels coloured by
+    config_type; ``None`` when there is nothing to plot."""
+    from mlip.training.plots import ParityPanel, parity_plot
+
+    if not predictions.samples:
+        return None
+    prefix = f"{title}: " if title else ""
+    panels = [
+        ParityPanel(f"{prefix}energy", 1e3 * predictions.energy_ref, 1e3 * predictions.energy_pred,
+                    "meV/atom", predictions.structure_groups),
+        ParityPanel(f"{prefix}forces", predictions.forces_ref, predictions.forces_pred, "eV/Å",
+                    predictions.atom_groups),
+        ParityPanel(f"{prefix}stress", predictions.stress_ref / GPa, predictions.stress_pred / GPa, "GPa",
+                    predictions.structure_groups),
+    ]
+    return parity_plot(path, panels)
