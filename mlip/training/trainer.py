@@ -286,7 +286,8 @@ def load_checkpoint(path: Path, state_template: dict, params_template) -> tuple[
 
 def train(config: TrainConfig, resume: bool = False, progress: bool | None = None,
           log: Callable[[str], None] | None = None,
-          on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
+          on_epoch_end: Callable[[int, dict], None] | None = None,
+          prepared: PreparedData | None = None) -> TrainResult:
     """Train a model as ``config`` says; write model, checkpoints, metrics and plots
     into ``config.output.directory``.
 
@@ -296,6 +297,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
         progress: show a progress bar (default: ``config.output.progress``).
         log: line logger (default: print); every line also goes to ``train.log``.
         on_epoch_end: called with ``(epoch, record)`` after each epoch's checkpoint.
+        prepared: data from :func:`prepare` for the same config (skips reading and
+            featurising again, e.g. to train several variants on one data set).
 
     Raises:
         DataError: invalid data (all problems listed).
@@ -312,14 +315,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
         (log or print)(line)
 
     try:
-        return _train(config, resume, progress, say, on_epoch_end, out)
+        return _train(config, resume, progress, say, on_epoch_end, out, prepared)
     finally:
         log_file.close()
 
 
-def _train(config, resume, progress, say, on_epoch_end, out: Path) -> TrainResult:
+def _train(config, resume, progress, say, on_epoch_end, out: Path, prepared) -> TrainResult:
     dtype = _DTYPES[config.training.dtype]
-    data = prepare(config, progress=progress, log=say)
+    data = prepared if prepared is not None else prepare(config, progress=progress, log=say)
     model = data.model
     checkpoint_path = out / "checkpoints" / "latest.ckpt"
     if resume and checkpoint_path.exists():

@@ -1,0 +1,47 @@
+"""Command-line interface: ``mlip SUBCOMMAND ...``.
+
+Each subcommand is a module with ``add_arguments(parser)`` and ``run(args)``;
+heavy imports (JAX) happen inside ``run``.  Errors print one line (the full
+traceback with ``--traceback``) and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "train": "Train a potential from a TOML config",
+    "evaluate": "Error metrics and parity plots of a model on labelled data",
+    "template": "Print a commented default config",
+    "validate": "Check a training config and its data without training",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlip", description="Behler-Parrinello neural-network potentials in JAX")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in SUBCOMMANDS.items():
+        module = importlib.import_module(f"mlip.cli.{name}")
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mlip`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        status = args.run(args)
+    except KeyboardInterrupt:
+        print("mlip: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one clear line unless --traceback
+        if args.traceback:
+            raise
+        print(f"mlip {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return int(status or 0)
