@@ -257,6 +257,27 @@ class Model:
     def cutoff(self) -> float:
         return self.config.cutoff
 
+    def rename_elements(self, mapping: dict[str, str]) -> "Model":
+        """The same descriptors, scaling and weights for other elements (transfer
+        learning, e.g. ``{"Si": "Ge"}``); symbols not in ``mapping`` stay."""
+        import dataclasses
+
+        def rename(symbol: str) -> str:
+            return mapping.get(symbol, symbol)
+
+        sf = self.config.symmetry_functions
+        elements = tuple(rename(e) for e in sf.elements)
+        if len(set(elements)) != len(elements):
+            raise ValueError(f"renaming {mapping} merges elements: {list(elements)}")
+        functions = tuple(
+            dataclasses.replace(f, element=rename(f.element), neighbors=tuple(sorted(rename(n) for n in f.neighbors)))
+            for f in sf.functions
+        )
+        renamed_sf = SymmetryFunctionSet(elements, functions, sf.cutoff_type, sf.cutoff_alpha)
+        config = dataclasses.replace(self.config, symmetry_functions=renamed_sf)
+        params = {group: {rename(e): value for e, value in values.items()} for group, values in self.params.items()}
+        return Model(config, params)
+
     def species_indices(self, symbols) -> np.ndarray:
         """Element indices of ``symbols``; ``ValueError`` naming any unknown element."""
         index = {e: n for n, e in enumerate(self.elements)}

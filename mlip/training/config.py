@@ -93,6 +93,7 @@ class TransferConfig:
     init_model: str = ""  # start from this model file (its descriptors and scaling are kept)
     freeze: tuple[str, ...] = ()  # groups kept bit-identical: hidden, output, networks, reference_energies
     offsets_only: bool = False  # closed-form least-squares refit of the energy offsets, no gradient training
+    element_map: dict = field(default_factory=dict)  # rename the start model's elements, e.g. {Si = "Ge"}
 
 
 @dataclass(frozen=True)

@@ -35,16 +35,23 @@ def pressure_volume_fit(samples: Sequence[Sample], max_volume_strain: float = 0.
     """Equilibrium volume per atom (Å^3) and bulk modulus (GPa) from labelled stresses.
 
     Fits ``P = -B ln(V / V0)`` (linear in ``ln V``; exact to first order for any
-    strain of a cubic crystal, since ``tr(sigma)`` depends only on ``tr(epsilon)``) to
-    the pressures ``P = -tr(sigma)/3`` of the structures whose volume per atom lies
-    within ``max_volume_strain`` (in ``ln V``) of their median.
+    normal strain of a cubic crystal, since ``tr(sigma)`` depends only on
+    ``tr(epsilon)``) to the pressures ``P = -tr(sigma)/3`` of the structures whose
+    volume per atom lies within ``max_volume_strain`` (in ``ln V``) of their median
+    and whose cell angles equal the median angles within 0.1 degree: shear strains
+    leave the volume unchanged to first order but shift the pressure at second
+    order, which would only add scatter.
     """
-    volumes = np.array([s.atoms.get_volume() / s.n_atoms for s in samples if s.stress is not None])
-    pressures = np.array([-np.mean(s.stress[:3]) for s in samples if s.stress is not None])
-    if len(volumes) < 3:
-        raise ValueError(f"need at least 3 structures with stress to fit P(V), got {len(volumes)}")
+    labelled = [s for s in samples if s.stress is not None]
+    if len(labelled) < 3:
+        raise ValueError(f"need at least 3 structures with stress to fit P(V), got {len(labelled)}")
+    volumes = np.array([s.atoms.get_volume() / s.n_atoms for s in labelled])
+    pressures = np.array([-np.mean(s.stress[:3]) for s in labelled])
+    angles = np.array([s.atoms.cell.angles() for s in labelled])
     log_v = np.log(volumes)
-    keep = np.abs(log_v - np.median(log_v)) <= max_volume_strain
+    keep = (np.abs(log_v - np.median(log_v)) <= max_volume_strain) & (
+        np.abs(angles - np.median(angles, axis=0)).max(axis=1) < 0.1
+    )
     if keep.sum() < 3 or np.ptp(log_v[keep]) < 1e-6:
         raise ValueError("fewer than 3 structures with distinct volumes inside max_volume_strain")
     slope, intercept = np.polyfit(log_v[keep], pressures[keep], 1)

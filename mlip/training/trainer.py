@@ -114,7 +114,7 @@ def shortest_distance(samples: list[Sample], limit: float) -> float:
 def initial_model(config: TrainConfig, train: list[Sample]) -> Model:
     """A new model from the [model] section, or the transfer-learning start model."""
     if config.transfer.init_model:
-        return load_model(config.path(config.transfer.init_model))
+        return load_model(config.path(config.transfer.init_model)).rename_elements(config.transfer.element_map)
     m = config.model
     elements = m.elements or elements_of(train)
     r_min = m.r_min if m.r_min > 0 else math.floor(85.0 * shortest_distance(train, m.r_cut)) / 100.0
