@@ -50,7 +50,7 @@ from mlip.io import load_model, model_from_payload, read_container, save_model
 from mlip.model import Model
 from mlip.training import fit_feature_scaling
 from mlip.training.config import config_from_dict
-from mlip.training.data import DataError, LabelKeys, read_samples, sample_from_atoms
+from mlip.training.data import DataError, read_samples, sample_from_atoms
 from mlip.training.eos import make_eos_functions, make_eos_term, pressure_volume_fit, reference_crystal
 from mlip.training.evaluate import metrics_by_group, predict_samples
 from mlip.training.features import FeatureDataset, StructureArrays, featurize
@@ -137,7 +137,7 @@ def reference(si_file, tmp_path_factory) -> Reference:
     """One uninterrupted training run of the reference configuration."""
     config = make_config(si_file, tmp_path_factory.mktemp("reference") / "run")
     prepared = prepare(config, log=quiet)
-    result = train(config, progress=False, log=quiet)
+    result = train(config, progress=False, log=quiet, prepared=prepared)
     return Reference(config, prepared, result)
 
 
@@ -296,7 +296,8 @@ def test_featurize_stores_labels_and_stress_masks(predictor_cases):
             assert float(arrays.energy[row]) == sample.energy
             np.testing.assert_array_equal(np.asarray(arrays.forces[row, :n]), sample.forces)
             assert int(arrays.n_atoms[row]) == n
-            assert np.all(np.asarray(arrays.species[row, n:]) == -1) and np.all(np.asarray(arrays.species[row, :n]) == 0)
+            species = np.asarray(arrays.species[row])
+            assert np.all(species[n:] == -1) and np.all(species[:n] == 0)
             periodic_with_stress = sample.stress is not None and sample.atoms.pbc.all()
             assert bool(arrays.has_stress[row]) == periodic_with_stress, sample.name
             if periodic_with_stress:
@@ -366,12 +367,10 @@ def test_loss_equals_documented_formula(predictor_cases, kind):
 
 
 def test_batches_cover_every_structure_once_and_depend_only_on_seed_and_epoch():
-    def bucket(n_structures, n_pad):
+    def bucket(s, n):  # s structures padded to n atoms, 8 neighbour slots, 1 feature
         z = np.zeros
-        return StructureArrays(z((n_structures, n_pad, 1)), z((n_structures, n_pad, 8, 3, 1)), z((n_structures, n_pad, 8, 3)),
-                               z((n_structures, n_pad, 8), int), z((n_structures, n_pad), int), z(n_structures, int),
-                               z(n_structures), z(n_structures), z((n_structures, n_pad, 3)), z((n_structures, 6)),
-                               z(n_structures, bool), z(n_structures, int), np.arange(n_structures))
+        return StructureArrays(z((s, n, 1)), z((s, n, 8, 3, 1)), z((s, n, 8, 3)), z((s, n, 8), int), z((s, n), int),
+                               z(s, int), z(s), z(s), z((s, n, 3)), z((s, 6)), z(s, bool), z(s, int), np.arange(s))
 
     dataset = FeatureDataset([bucket(7, 16), bucket(5, 32)], [], ())
     assert dataset.batch_sizes(40) == [2, 1]
@@ -669,7 +668,7 @@ def test_pressure_volume_fit_on_stillinger_weber_volume_scan(si_file):
     order in the strain, its bulk modulus."""
     scan = [s for s in read_samples(si_file) if s.config_type == "strained"]
     v0, b0 = pressure_volume_fit(scan, max_volume_strain=0.05)
-    assert v0 == pytest.approx(SW_V0, rel=3e-3)
+    assert v0 == pytest.approx(SW_V0, rel=5e-3)  # measured 2e-3: second-order (B') bias
     assert b0 == pytest.approx(SW_B0, rel=0.1)
 
 
@@ -784,7 +783,8 @@ DEVICE_SCRIPT = textwrap.dedent("""
     assert jax.device_count() == int(sys.argv[3]), jax.devices()
     config = config_from_dict(json.loads(sys.argv[1]), base_dir=sys.argv[2])
     result = train(config, progress=False, log=lambda line: None)
-    params = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(result.model.params)}
+    params = {jax.tree_util.keystr(k): np.asarray(v)
+              for k, v in jax.tree_util.tree_leaves_with_path(result.model.params)}
     np.savez(sys.argv[4], devices=jax.device_count(), **params)
 """)
 
@@ -795,7 +795,8 @@ def test_two_device_data_parallel_training_equals_one_device(si_file, tmp_path):
 
     Fails until test_float64_training_completes's bug is fixed (float64 training
     crashes on any number of devices)."""
-    d = config_dict(si_file, tmp_path / "run", training={"epochs": 3, "dtype": "float64", "batch_atoms": 64})
+    d = config_dict(si_file, tmp_path / "run", data={"validation_fraction": 0.0},
+                    training={"epochs": 3, "dtype": "float64", "batch_atoms": 64, "refit_offsets": False})
     processes = {}
     for devices in (1, 2):
         d["output"]["directory"] = str(tmp_path / f"run{devices}")

@@ -86,6 +86,7 @@ class TrainingSection:
     seed: int = 0  # data order
     patience: int = 0  # early stopping: epochs without validation improvement (0: off)
     refit_offsets: bool = True  # least-squares refit of per-element energy offsets after training
+    keep: str = "best"  # model written as output: "best" (lowest validation loss) or "last" epoch
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,7 @@ def check_config(config: TrainConfig) -> None:
     _choice("optimizer.schedule", config.optimizer.schedule, ("cosine", "plateau", "constant"))
     _choice("training.dtype", config.training.dtype, ("float32", "float64"))
     _choice("model.scaling", config.model.scaling, ("standard", "minmax"))
+    _choice("training.keep", config.training.keep, ("best", "last"))
     for group in config.transfer.freeze:
         _choice("transfer.freeze entry", group, FREEZE_GROUPS)
     if config.training.epochs < 0 or config.training.batch_atoms < 1:

@@ -330,7 +330,7 @@ def _train(config, resume, progress, say, on_epoch_end, out: Path, prepared) -> 
         model = load_checkpoint(checkpoint_path, *_templates(model, config, data, dtype))[1]["model"]
 
     if config.transfer.offsets_only:
-        model = _refit_offsets(model, data.train, config.training.dtype)
+        model = _refit_offsets(model, data.train_features, dtype)
         save_model(model, out / config.output.model_name)
         say("refitted the per-element energy offsets in closed form (offsets_only = true)")
         return _finish(config, model, data, [], out, say, 0, dtype)
@@ -408,8 +408,12 @@ def _train(config, resume, progress, say, on_epoch_end, out: Path, prepared) -> 
     say(f"trained {extra['epoch']} epochs in {time.perf_counter() - started:.1f} s; "
         f"{n_compilations} compiled train-step shape(s); best epoch {extra['best_epoch']}")
     best = Model(model.config, cast_params(jax.device_get(extra["best_params"]), jnp.float64))
+    save_model(best, out / "best.mlip")
+    if config.training.keep == "last":
+        selection_params = state["ema"] if config.optimizer.ema_decay > 0 else state["params"]
+        best = Model(model.config, cast_params(jax.device_get(selection_params), jnp.float64))
     if config.training.refit_offsets:
-        best = _refit_offsets(best, data.train, config.training.dtype)
+        best = _refit_offsets(best, data.train_features, dtype)
     save_model(best, out / config.output.model_name)
     return _finish(config, best, data, history, out, say, n_compilations, dtype)
 
@@ -435,15 +439,19 @@ def _step_count(state) -> int:
     return int(max(counts)) if counts else 0
 
 
-def _refit_offsets(model: Model, samples: list[Sample], dtype: str) -> Model:
+def _refit_offsets(model: Model, dataset: FeatureDataset, dtype) -> Model:
     """Closed-form least-squares shift of the per-element energy offsets that best
-    fits the training energies given the networks (eV)."""
-    from mlip.training.evaluate import predict_samples
+    fits the training energies given the networks (eV), from the cached descriptors."""
+    from mlip.training.loss import make_predictor
 
-    predictions = predict_samples(model, samples, dtype)
-    n_atoms = np.array([s.n_atoms for s in samples], dtype=float)
-    residual = (predictions.energy_ref - predictions.energy_pred) * n_atoms
-    counts = np.array([[s.atoms.get_chemical_symbols().count(e) for e in model.elements] for s in samples], float)
+    predict = jax.jit(make_predictor(model.config))
+    params = cast_params(model.params, dtype)
+    residual = np.zeros(len(dataset.samples))
+    for arrays in dataset.buckets:
+        energy = np.asarray(predict(params, arrays.cast(dtype)).energy, dtype=np.float64)
+        residual[np.asarray(arrays.sample)] = np.asarray(arrays.energy) - energy
+    counts = np.array([[s.atoms.get_chemical_symbols().count(e) for e in model.elements] for s in dataset.samples],
+                      dtype=float)
     shift, *_ = np.linalg.lstsq(counts, residual, rcond=None)
     params = jax.tree_util.tree_map(lambda x: x, model.params)
     for element, delta in zip(model.elements, shift):
