@@ -146,6 +146,10 @@ _SECTIONS = {"data": DataConfig, "model": ModelSection, "loss": LossConfig, "opt
 
 
 def _coerce(name: str, value: Any, default: Any):
+    if isinstance(default, dict) and not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a table, got {value!r}")
+    if isinstance(value, bool) and not isinstance(default, bool):
+        raise ConfigError(f"{name} must be of type {type(default).__name__}, got {value!r}")
     if isinstance(default, tuple) or isinstance(value, list):
         if not isinstance(value, (list, tuple)):
             if isinstance(default, tuple):

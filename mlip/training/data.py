@@ -161,6 +161,8 @@ def validate_samples(samples: Sequence[Sample], elements: Sequence[str], r_min: 
         issues = []
         if not np.isfinite(sample.energy):
             issues.append("energy missing or not finite")
+        elif abs(sample.energy) > 1e4 * max(n, 1):  # implausible label
+            issues.append(f"energy {sample.energy:g} eV is implausible (> 1e4 eV/atom)")
         if sample.forces is None:
             issues.append("forces missing")
         elif sample.forces.shape != (n, 3):

@@ -3,9 +3,10 @@
 :func:`train` is what ``mlip train CONFIG.toml`` runs.  One jitted, buffer-donating
 ``train_step(state, bucket, index, weights, eos) -> (state, metrics)`` is compiled
 once per shape bucket; metrics are summed on the device and read once per epoch.
-Every epoch writes ``checkpoints/latest.ckpt`` atomically; ``best.mlip`` holds the
-model with the lowest validation loss.  Batch order depends only on ``(seed,
-epoch)``, so a resumed run reproduces an uninterrupted one.
+Every epoch writes ``checkpoints/latest.ckpt`` atomically (it also holds the
+parameters with the lowest validation loss, written as ``best.mlip`` at the end).
+Batch order depends only on ``(seed, epoch)``, so a resumed run reproduces an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -338,9 +339,10 @@ def _train(config, resume, progress, say, on_epoch_end, out: Path, prepared) -> 
     state, optimizer, labels, sharding, n_devices = _initial_state(model, config, data, dtype)
     train_step, eval_step = make_steps(model.config, config, optimizer, labels, sharding)
     extra = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "bad_epochs": 0, "history": [],
-             "best_params": state["params"]}
+             "best_params": jax.tree_util.tree_map(jnp.copy, state["params"])}  # not the donated buffers
     if resume and checkpoint_path.exists():
         state, extra = load_checkpoint(checkpoint_path, state, state["params"])
+        extra.pop("model")  # the starting model is not part of the JSON metadata
         say(f"resumed from {checkpoint_path} at epoch {extra['epoch']}")
     history = extra["history"]
     eos_terms = [t.cast(dtype) for t in data.eos_terms]
@@ -382,6 +384,9 @@ def _train(config, resume, progress, say, on_epoch_end, out: Path, prepared) -> 
             if validation_set is not None:
                 record.update({f"val_{k}": v for k, v in evaluate_dataset(
                     eval_step, selection_params, validation_set, weights, batch_atoms, n_devices).items()})
+            if validation_set is not None and not math.isfinite(record["val_loss"]):
+                raise TrainingError(f"non-finite validation loss at epoch {epoch + 1}; validation structures "
+                                    f"{[s.name for s in data.validation]}")
             record["seconds"] = time.perf_counter() - started
             history.append(record)
             score = record.get("val_loss", record["train_loss"])
@@ -407,12 +412,17 @@ def _train(config, resume, progress, say, on_epoch_end, out: Path, prepared) -> 
     n_compilations = train_step._cache_size()
     say(f"trained {extra['epoch']} epochs in {time.perf_counter() - started:.1f} s; "
         f"{n_compilations} compiled train-step shape(s); best epoch {extra['best_epoch']}")
-    best = Model(model.config, cast_params(jax.device_get(extra["best_params"]), jnp.float64))
+    def trained_model(params) -> Model:
+        # frozen leaves come from the float64 start model, not from the (maybe float32) train state
+        return Model(model.config, jax.tree_util.tree_map(
+            lambda label, start, new: jnp.asarray(start, jnp.float64) if label == "frozen" else new,
+            labels, model.params, cast_params(jax.device_get(params), jnp.float64)))
+
+    best = trained_model(extra["best_params"])
     save_model(best, out / "best.mlip")
     if config.training.keep == "last":
-        selection_params = state["ema"] if config.optimizer.ema_decay > 0 else state["params"]
-        best = Model(model.config, cast_params(jax.device_get(selection_params), jnp.float64))
-    if config.training.refit_offsets:
+        best = trained_model(state["ema"] if config.optimizer.ema_decay > 0 else state["params"])
+    if config.training.refit_offsets and "reference_energies" not in config.transfer.freeze:
         best = _refit_offsets(best, data.train_features, dtype)
     save_model(best, out / config.output.model_name)
     return _finish(config, best, data, history, out, say, n_compilations, dtype)
@@ -425,7 +435,8 @@ def _templates(model, config, data, dtype):
 
 def _initial_state(model: Model, config: TrainConfig, data: PreparedData, dtype):
     sharding, n_devices = _mesh_sharding()
-    params = cast_params(model.params, dtype)
+    # own buffers: the train step donates them, and the model's arrays must survive
+    params = jax.tree_util.tree_map(lambda x: jnp.array(x, dtype, copy=True), model.params)
     labels = trainable_labels(params, len(model.config.hidden_layers), config.transfer.freeze)
     steps = sum(1 for _ in data.train_features.batches(config.training.batch_atoms, multiple=n_devices))
     optimizer = make_optimizer(config.optimizer, labels, steps, config.training.epochs)
