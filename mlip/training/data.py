@@ -65,12 +65,14 @@ class Sample:
         return len(self.atoms)
 
 
-def _calculator_value(atoms: Atoms, prop: str):
-    calc = atoms.calc
-    if calc is None:
-        return None
-    results = getattr(calc, "results", {})
-    return results.get(prop)
+def _label(atoms: Atoms, prop: str, key: str | None, store: dict):
+    """``store[key]`` when a key is named; otherwise the calculator's result for
+    ``prop``, falling back to ``store[prop]``."""
+    if key is not None:
+        return store.get(key)
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    value = results.get(prop)
+    return store.get(prop) if value is None else value
 
 
 def _stress_voigt(value) -> np.ndarray | None:
@@ -84,24 +86,9 @@ def _stress_voigt(value) -> np.ndarray | None:
 
 def sample_from_atoms(atoms: Atoms, keys: LabelKeys = LabelKeys(), name: str = "") -> Sample:
     """Wrap one structure and its labels (see :class:`LabelKeys`)."""
-    if keys.energy is None:
-        energy = _calculator_value(atoms, "energy")
-        if energy is None:
-            energy = atoms.info.get("energy")
-    else:
-        energy = atoms.info.get(keys.energy)
-    if keys.forces is None:
-        forces = _calculator_value(atoms, "forces")
-        if forces is None:
-            forces = atoms.arrays.get("forces")
-    else:
-        forces = atoms.arrays.get(keys.forces)
-    if keys.stress is None:
-        stress = _calculator_value(atoms, "stress")
-        if stress is None:
-            stress = atoms.info.get("stress")
-    else:
-        stress = atoms.info.get(keys.stress)
+    energy = _label(atoms, "energy", keys.energy, atoms.info)
+    forces = _label(atoms, "forces", keys.forces, atoms.arrays)
+    stress = _label(atoms, "stress", keys.stress, atoms.info)
     bare = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     config_type = str(atoms.info.get(keys.config_type, "default"))
     bare.info["config_type"] = config_type

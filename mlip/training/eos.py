@@ -37,21 +37,21 @@ def pressure_volume_fit(samples: Sequence[Sample], max_volume_strain: float = 0.
     Fits ``P = -B ln(V / V0)`` (linear in ``ln V``; exact to first order for any
     normal strain of a cubic crystal, since ``tr(sigma)`` depends only on
     ``tr(epsilon)``) to the pressures ``P = -tr(sigma)/3`` of the structures whose
-    volume per atom lies within ``max_volume_strain`` (in ``ln V``) of their median
-    and whose cell angles equal the median angles within 0.1 degree: shear strains
-    leave the volume unchanged to first order but shift the pressure at second
-    order, which would only add scatter.
+    volume per atom lies within ``max_volume_strain`` (in ``ln V``) of their median,
+    among the largest set of structures that share their cell angles (to 0.1
+    degree), i.e. the unsheared ones: shear strains leave the volume unchanged to
+    first order but shift the pressure at second order, which only adds scatter.
     """
     labelled = [s for s in samples if s.stress is not None]
     if len(labelled) < 3:
         raise ValueError(f"need at least 3 structures with stress to fit P(V), got {len(labelled)}")
+    shapes = [tuple(np.round(s.atoms.cell.angles(), 1)) for s in labelled]
+    common = max(set(shapes), key=shapes.count)
+    labelled = [s for s, shape in zip(labelled, shapes) if shape == common]
     volumes = np.array([s.atoms.get_volume() / s.n_atoms for s in labelled])
     pressures = np.array([-np.mean(s.stress[:3]) for s in labelled])
-    angles = np.array([s.atoms.cell.angles() for s in labelled])
     log_v = np.log(volumes)
-    keep = (np.abs(log_v - np.median(log_v)) <= max_volume_strain) & (
-        np.abs(angles - np.median(angles, axis=0)).max(axis=1) < 0.1
-    )
+    keep = np.abs(log_v - np.median(log_v)) <= max_volume_strain
     if keep.sum() < 3 or np.ptp(log_v[keep]) < 1e-6:
         raise ValueError("fewer than 3 structures with distinct volumes inside max_volume_strain")
     slope, intercept = np.polyfit(log_v[keep], pressures[keep], 1)
