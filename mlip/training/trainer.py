@@ -310,10 +310,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
     log_file = open(out / "train.log", "a")
     progress = config.output.progress if progress is None else progress
 
-    def say(line: str) -> None:
+    def say(line: str, echo: bool = True) -> None:
         log_file.write(line + "\n")
         log_file.flush()
-        (log or print)(line)
+        if echo:
+            (log or print)(line)
 
     try:
         return _train(config, resume, progress, say, on_epoch_end, out, prepared)
@@ -326,10 +327,6 @@ def _train(config, resume, progress, say, on_epoch_end, out: Path, prepared) -> 
     data = prepared if prepared is not None else prepare(config, progress=progress, log=say)
     model = data.model
     checkpoint_path = out / "checkpoints" / "latest.ckpt"
-    if resume and checkpoint_path.exists():
-        # the checkpoint's starting model carries the fitted scaling and offsets
-        model = load_checkpoint(checkpoint_path, *_templates(model, config, data, dtype))[1]["model"]
-
     if config.transfer.offsets_only:
         model = _refit_offsets(model, data.train_features, dtype)
         save_model(model, out / config.output.model_name)
@@ -342,7 +339,7 @@ def _train(config, resume, progress, say, on_epoch_end, out: Path, prepared) -> 
              "best_params": jax.tree_util.tree_map(jnp.copy, state["params"])}  # not the donated buffers
     if resume and checkpoint_path.exists():
         state, extra = load_checkpoint(checkpoint_path, state, state["params"])
-        extra.pop("model")  # the starting model is not part of the JSON metadata
+        model = extra.pop("model")  # the run's starting model (scaling, offsets), also the frozen leaves
         say(f"resumed from {checkpoint_path} at epoch {extra['epoch']}")
     history = extra["history"]
     eos_terms = [t.cast(dtype) for t in data.eos_terms]
@@ -397,7 +394,7 @@ def _train(config, resume, progress, say, on_epoch_end, out: Path, prepared) -> 
                 extra["bad_epochs"] += 1
             extra["epoch"] = epoch + 1
             save_checkpoint(checkpoint_path, state, extra, model)
-            say(_epoch_line(record))
+            say(_epoch_line(record), echo=bar is None)  # the progress bar shows the epoch instead
             if bar is not None:
                 bar.set_postfix_str(_short(record))
                 bar.update(1)
@@ -412,6 +409,7 @@ def _train(config, resume, progress, say, on_epoch_end, out: Path, prepared) -> 
     n_compilations = train_step._cache_size()
     say(f"trained {extra['epoch']} epochs in {time.perf_counter() - started:.1f} s; "
         f"{n_compilations} compiled train-step shape(s); best epoch {extra['best_epoch']}")
+
     def trained_model(params) -> Model:
         # frozen leaves come from the float64 start model, not from the (maybe float32) train state
         return Model(model.config, jax.tree_util.tree_map(
@@ -426,11 +424,6 @@ def _train(config, resume, progress, say, on_epoch_end, out: Path, prepared) -> 
         best = _refit_offsets(best, data.train_features, dtype)
     save_model(best, out / config.output.model_name)
     return _finish(config, best, data, history, out, say, n_compilations, dtype)
-
-
-def _templates(model, config, data, dtype):
-    state = _initial_state(model, config, data, dtype)[0]
-    return state, state["params"]
 
 
 def _initial_state(model: Model, config: TrainConfig, data: PreparedData, dtype):
