@@ -258,7 +258,7 @@ def learning_curve_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
     ax_loss, ax_mae = fig.subplots(1, 2)
     for ax, series_keys, title, ylabel in (
         (ax_loss, loss_keys, "Loss", "Loss"),
-        (ax_mae, mae_keys, "Validation MAE", "MAE"),
+        (ax_mae, mae_keys, "Mean absolute errors", "MAE"),
     ):
         plotted = 0
         for key in series_keys:
