@@ -1,14 +1,11 @@
 """mlip: Behler-Parrinello neural-network interatomic potentials in JAX.
 
-Importing mlip turns on JAX's 64-bit mode (``jax_enable_x64``): energies and
-forces are computed in float64 by default, float32 is available per calculator.
+Importing mlip leaves JAX's configuration alone: mlip's entry points compute in
+float64 inside a scoped ``jax.enable_x64`` (see :mod:`mlip.precision`), float32
+is available per calculator and per training run.
 """
 
-import jax
-
-jax.config.update("jax_enable_x64", True)
-
-from mlip.model import Model, ModelConfig  # noqa: E402
+from mlip.model import Model, ModelConfig
 
 __all__ = ["Model", "ModelConfig"]
 __version__ = "0.1.0"

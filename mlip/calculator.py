@@ -21,6 +21,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from mlip.kernels.neighbor_list import VerletNeighborList
 from mlip.model import Model, cast_params, make_model_functions, virial_to_stress
 from mlip.padding import PaddedStructure, check_positions, pad_structure
+from mlip.precision import with_float64
 
 _DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
 
@@ -38,6 +39,7 @@ class MLIPCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
+    @with_float64
     def __init__(self, model: Model | str | os.PathLike, dtype: str = "float64", skin: float = 0.3,
                  chunk_size: int = 1024, **kwargs):
         super().__init__(**kwargs)
@@ -65,6 +67,7 @@ class MLIPCalculator(Calculator):
         grows, with one recompilation, when a structure needs more."""
         return self._capacity
 
+    @with_float64
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms

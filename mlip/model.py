@@ -33,6 +33,7 @@ from mlip.kernels.symmetry_functions import (
     make_descriptor_kernel,
     select_columns,
 )
+from mlip.precision import with_float64
 
 Params = dict[str, Any]
 
@@ -90,6 +91,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
+@with_float64
 def init_params(config: ModelConfig, seed: int = 0, dtype=jnp.float64) -> Params:
     """Random network weights, identity feature scaling and zero reference energies."""
     network = AtomicNetwork(config.hidden_layers, config.activation)
@@ -224,6 +226,7 @@ class Model:
     params: Params
 
     @classmethod
+    @with_float64
     def create(
         cls,
         elements: tuple[str, ...] | list[str] | None = None,

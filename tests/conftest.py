@@ -12,11 +12,15 @@ import pytest
 from ase import Atoms
 from ase.neighborlist import primitive_neighbor_list
 
-import mlip  # noqa: F401  (enables float64)
 from mlip.calculator import MLIPCalculator
 from mlip.kernels.symmetry_functions import SymmetryFunction, SymmetryFunctionSet
 from mlip.model import Model, ModelConfig, init_params
 from mlip.training import fit_feature_scaling
+
+# The test session is the host application: it asks JAX for 64-bit types so the
+# low-level functions tested directly run in float64 (mlip itself never sets this;
+# tests/test_precision.py checks mlip's scoped float64 without it).
+jax.config.update("jax_enable_x64", True)
 
 R_CUT = 4.0
 

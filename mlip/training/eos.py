@@ -28,6 +28,7 @@ from ase.units import GPa
 from mlip.kernels.neighbor_list import host_pairs
 from mlip.model import Model, make_model_functions, neighbor_species, pair_vectors
 from mlip.padding import pad_structure
+from mlip.precision import with_float64
 from mlip.training.data import Sample
 
 
@@ -94,6 +95,7 @@ class EOSTerm:
         )
 
 
+@with_float64
 def make_eos_term(model: Model, atoms: Atoms, b0_gpa: float, pressure_weight: float,
                   bulk_modulus_weight: float) -> EOSTerm:
     """Expand the descriptors of ``atoms`` (at its current volume V0) along isotropic strain."""

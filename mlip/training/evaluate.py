@@ -20,6 +20,7 @@ from ase.units import GPa
 from mlip.kernels.neighbor_list import host_pairs, round_up
 from mlip.model import Model, cast_params, make_model_functions, virial_to_stress
 from mlip.padding import atom_bucket, max_neighbors, pad_structure
+from mlip.precision import with_float64
 from mlip.training.data import Sample
 
 
@@ -48,6 +49,7 @@ class PredictionSet:
         return np.array([s.config_type for s in self.samples])
 
 
+@with_float64
 def predict_samples(model: Model, samples: Sequence[Sample], dtype: str = "float64") -> PredictionSet:
     """Energies, forces and stresses of ``samples`` from ``model``'s full energy
     function (one compilation per padded shape)."""

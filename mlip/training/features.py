@@ -30,6 +30,7 @@ import numpy as np
 from mlip.kernels.neighbor_list import host_pairs, round_up
 from mlip.model import Model, make_model_functions, neighbor_species, pair_vectors
 from mlip.padding import atom_bucket, max_neighbors, pad_structure
+from mlip.precision import with_float64
 from mlip.training.data import Sample
 
 
@@ -144,6 +145,7 @@ def _descriptor_jacobian_function(model: Model):
     return jax.jit(compute)
 
 
+@with_float64
 def featurize(model: Model, samples: Sequence[Sample], groups: Sequence[str] | None = None,
               progress: bool = False) -> FeatureDataset:
     """Descriptors, their derivatives, neighbour lists and labels of ``samples``,

@@ -23,8 +23,10 @@ from ase import Atoms
 from mlip.kernels.neighbor_list import host_pairs
 from mlip.model import Model, make_model_functions
 from mlip.padding import check_positions, pad_structure
+from mlip.precision import with_float64
 
 
+@with_float64
 def compute_descriptors(model: Model, structures: Iterable[Atoms]) -> dict[str, np.ndarray]:
     """Raw symmetry functions of every atom, grouped by element.
 
@@ -53,6 +55,7 @@ def fit_feature_scaling(model: Model, structures: Iterable[Atoms], method: str =
     return scaling_from_features(model, compute_descriptors(model, structures), method)
 
 
+@with_float64
 def scaling_from_features(model: Model, features: dict[str, np.ndarray], method: str = "standard") -> Model:
     """A copy of ``model`` with feature scaling fitted to precomputed descriptors
     ``{element: [n_atoms_of_element, n_features(element)]}`` (raw, before scaling)."""
@@ -73,6 +76,7 @@ def scaling_from_features(model: Model, features: dict[str, np.ndarray], method:
     return Model(model.config, params)
 
 
+@with_float64
 def fit_reference_energies(model: Model, structures: Sequence[Atoms], energies: Sequence[float]) -> Model:
     """A copy of ``model`` with per-element reference energies (eV) from a least-squares
     fit ``E ≈ sum_e n_e E_ref[e]`` of the given total energies (eV)."""

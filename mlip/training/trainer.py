@@ -27,6 +27,7 @@ import numpy as np
 from mlip.io import ModelFileError, load_model, model_payload, read_container, save_model, write_container
 from mlip.kernels.symmetry_functions import default_symmetry_functions
 from mlip.model import Model, ModelConfig, cast_params, init_params
+from mlip.precision import with_float64
 from mlip.training.config import TrainConfig, weight_at
 from mlip.training.data import (
     DataError, LabelKeys, Sample, describe, elements_of, read_samples, split_samples, validate_samples,
@@ -126,6 +127,7 @@ def initial_model(config: TrainConfig, train: list[Sample]) -> Model:
     return Model(model_config, init_params(model_config, m.seed))
 
 
+@with_float64
 def prepare(config: TrainConfig, progress: bool = False, log: Callable[[str], None] = print) -> PreparedData:
     """Read, validate (every structure, before any compute) and featurise the data;
     fit feature scaling and reference energies for a new model."""
@@ -285,6 +287,7 @@ def load_checkpoint(path: Path, state_template: dict, params_template) -> tuple[
 # ----------------------------------------------------------------------------- main loop
 
 
+@with_float64
 def train(config: TrainConfig, resume: bool = False, progress: bool | None = None,
           log: Callable[[str], None] | None = None,
           on_epoch_end: Callable[[int, dict], None] | None = None,
