@@ -14,6 +14,23 @@ every array shape is fixed.  This module follows JAX-MD's pattern:
   calls :meth:`CellList.allocate` again (larger buffers) and redoes the block.  No
   neighbour is ever dropped silently.
 
+The state also carries the physical checks the calculator path makes on the host
+(:func:`mlip.padding.check_positions`, :func:`mlip.padding.check_distances`), so a
+compiled loop (MD, training, LAMMPS coupling) cannot turn coincident or non-finite
+atoms into a silent NaN: ``state.error`` is an ``int32`` bitmask of
+:class:`CellListError` (``OVERFLOW``, ``TOO_CLOSE``, ``NON_FINITE``), computed
+inside ``update`` on the new positions and sticky like overflow.  After a block of
+steps :meth:`CellListState.check` (host) raises a ``ValueError`` naming the atoms,
+or :class:`CellListOverflowError` when only the buffers are too small.
+
+Cost of the checks: non-finite positions are found on every ``update`` by the
+displacement reduction the Verlet test makes anyway.  Pairs closer than
+``r_min`` are found at each rebuild from the squared distances the build computes
+anyway (one extra ``min`` per atom); between rebuilds the shortest distance can
+only have shrunk by twice the largest displacement, so nothing is computed unless
+that bound falls below ``r_min``, and then the distances of the listed pairs are
+checked exactly.
+
 Binning works in fractional coordinates of a *binning frame*: the cell vectors
 along periodic directions, and along open directions a vector sized to the extent
 of the atoms at allocation (atoms that later leave it are clipped into the edge
@@ -29,6 +46,7 @@ Distances in Å.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -50,6 +68,28 @@ from mlip.kernels.neighbor_list import (
 _BIN_MARGIN = 1e-5
 
 
+class CellListError(enum.IntFlag):
+    """Bits of :attr:`CellListState.error` (like JAX-MD's ``PartitionErrorCode``).
+
+    ``OVERFLOW``: a rebuild did not fit the buffers (a bin or a neighbour row ran
+    out of slots, or bins became too narrow); the list is incomplete, reallocate.
+    ``TOO_CLOSE``: two real atoms (or an atom and its periodic image) came closer
+    than ``r_min``.  ``NON_FINITE``: a real atom's position, or the cell, had a NaN
+    or infinite entry.  The last two are physical problems that reallocating does
+    not cure.
+    """
+
+    NONE = 0
+    OVERFLOW = 1
+    TOO_CLOSE = 2
+    NON_FINITE = 4
+
+
+class CellListOverflowError(RuntimeError):
+    """The cell list's buffers overflowed: reallocate (:meth:`CellList.allocate`)
+    and redo the steps.  Deliberately not a ``ValueError``: the atoms are fine."""
+
+
 @dataclass(frozen=True)
 class CellListSpec:
     """Static sizes of a cell list (hashable: part of the jit cache key).
@@ -64,6 +104,7 @@ class CellListSpec:
         open_frame: binning-frame rows for open directions (rows of periodic
             directions are taken from the current cell), Å.
         origin: origin of the binning frame, Å.
+        r_min: pairs closer than this raise ``TOO_CLOSE``, Å (0: no check).
     """
 
     cutoff: float
@@ -74,6 +115,7 @@ class CellListSpec:
     neighbor_capacity: int
     open_frame: tuple[tuple[float, float, float], ...]
     origin: tuple[float, float, float]
+    r_min: float = 0.0
 
     @property
     def n_bins(self) -> int:
@@ -93,11 +135,15 @@ class CellListState:
     Attributes:
         nl: the dense neighbour list, pairs out to ``spec.cutoff``.
         reference_positions: positions at the last rebuild, Å.
-        reference_cell: cell at the last rebuild, Å.
+        reference_cell: cell at the last rebuild, Å (always the last cell given to
+            ``update``: a changed cell forces a rebuild).
         atom_mask: ``[N]`` True for real atoms, False for padding rows.
-        overflow: True once any rebuild since allocation did not fit the buffers
-            (the list is then incomplete: reallocate and redo the steps).
+        error: ``int32`` bitmask of :class:`CellListError`; every bit stays set once
+            raised, until the host allocates a new state.
         n_rebuilds: rebuilds since allocation.
+        reference_min_distance: shortest listed pair distance at the last rebuild, Å
+            (``inf`` when ``spec.r_min`` is 0 or nothing is listed); bounds the
+            distances between rebuilds.
         spec: static sizes (pytree metadata, not traced).
     """
 
@@ -105,14 +151,108 @@ class CellListState:
     reference_positions: jax.Array
     reference_cell: jax.Array
     atom_mask: jax.Array
-    overflow: jax.Array
+    error: jax.Array
     n_rebuilds: jax.Array
+    reference_min_distance: jax.Array
     spec: CellListSpec = field(metadata=dict(static=True))
+
+    @property
+    def overflow(self) -> jax.Array:
+        """True once any rebuild since allocation did not fit the buffers (the list
+        is then incomplete: reallocate and redo the steps); jit-able."""
+        return (self.error & int(CellListError.OVERFLOW)) != 0
 
     @property
     def did_overflow(self) -> bool:
         """Host-side check of the overflow flag (forces a device sync)."""
         return bool(self.overflow)
+
+    @property
+    def errors(self) -> CellListError:
+        """Host-side :class:`CellListError` flags (forces a device sync)."""
+        return CellListError(int(self.error))
+
+    def check(self, positions, cell=None) -> None:
+        """Raise if a flag is set (host side, after a compiled block of steps).
+
+        Physical problems come first, as a ``ValueError`` that names the atoms,
+        found on the host from ``positions`` (the flags are sticky, so these should
+        be the positions the flagged steps produced): the rows whose position is NaN
+        or infinite, the closest pairs nearer than ``spec.r_min`` with their
+        distances.  Otherwise an overflow raises :class:`CellListOverflowError`:
+        reallocate with :meth:`CellList.allocate` and redo the steps.
+
+        Args:
+            positions: ``[N, 3]`` positions, Å, rows as given to ``update``.
+            cell: ``[3, 3]`` cell, Å; default: the last cell given to ``update``.
+        """
+        errors = self.errors
+        if not errors:
+            return
+        problems = []
+        if errors & (CellListError.NON_FINITE | CellListError.TOO_CLOSE):
+            problems = _describe_problems(self, errors, positions, cell)
+        if problems:
+            if errors & CellListError.OVERFLOW:
+                problems.append("the neighbour list also overflowed its buffers")
+            raise ValueError("; ".join(problems))
+        if errors & CellListError.OVERFLOW:
+            raise CellListOverflowError(
+                "the cell list overflowed its buffers (an atom gained neighbours, a bin filled up, or the "
+                "cell shrank): some pairs are missing, so reallocate with CellList.allocate(positions, cell) "
+                "and redo the steps since the last check"
+            )
+
+
+def _describe_problems(state: CellListState, errors: CellListError, positions, cell) -> list[str]:
+    """Host-side messages for the ``NON_FINITE`` and ``TOO_CLOSE`` bits."""
+    positions = np.asarray(positions, dtype=np.float64)
+    cell = np.asarray(state.reference_cell if cell is None else cell, dtype=np.float64)
+    mask = np.asarray(state.atom_mask, dtype=bool)
+    finite = np.all(np.isfinite(positions), axis=1)
+    cell_finite = bool(np.all(np.isfinite(cell)))
+    problems = []
+    if errors & CellListError.NON_FINITE:
+        bad = np.flatnonzero(mask & ~finite)
+        if len(bad):
+            more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
+            problems.append(f"positions of atoms {bad[:10].tolist()}{more} are NaN or infinite")
+        if not cell_finite:
+            problems.append("the cell contains NaN or infinite entries")
+        if len(bad) == 0 and cell_finite:
+            problems.append("a NaN or infinite position or cell was seen during the compiled steps "
+                            "(the positions given to check are all finite)")
+    if errors & CellListError.TOO_CLOSE:
+        r_min = state.spec.r_min
+        pairs = _closest_pairs(positions, cell, np.array(state.spec.pbc), mask & finite, r_min) if cell_finite else []
+        if pairs:
+            described = ", ".join(f"atoms {i} and {j} are {d:.4f} Å apart" if i != j else
+                                  f"atom {i} and its periodic image are {d:.4f} Å apart" for i, j, d in pairs[:5])
+            more = f" (and {len(pairs) - 5} more pairs)" if len(pairs) > 5 else ""
+            problems.append(f"{described}{more}, closer than r_min = {r_min} Å")
+        else:
+            problems.append(f"two atoms came closer than r_min = {r_min} Å during the compiled steps "
+                            "(no pair is that close at the positions given to check)")
+    return problems
+
+
+def _closest_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, use: np.ndarray,
+                   r_min: float) -> list[tuple[int, int, float]]:
+    """Pairs ``(i, j, distance)`` (row indices, ``i <= j``) closer than ``r_min``
+    among the rows in ``use``, closest first (host side)."""
+    rows = np.flatnonzero(use)
+    if len(rows) == 0 or r_min <= 0:
+        return []
+    i, j, shifts = host_pairs(positions[rows], cell, pbc, r_min)
+    if not pbc.all():
+        cell = complete_open_directions(cell, pbc)
+    distances = np.linalg.norm(positions[rows[j]] + shifts @ cell - positions[rows[i]], axis=1)
+    pairs: dict[tuple[int, int], float] = {}
+    for a, b, d in zip(i, j, distances):
+        if a <= b:  # each pair once; an atom's own images as (i, i)
+            key = (int(rows[a]), int(rows[b]))
+            pairs[key] = min(pairs.get(key, np.inf), float(d))
+    return sorted(((a, b, d) for (a, b), d in pairs.items() if d < r_min), key=lambda p: p[2])
 
 
 class CellList:
@@ -122,6 +262,10 @@ class CellList:
     >>> state = cell_list.allocate(positions, cell)          # host: fixes the sizes
     >>> state = jax.jit(cell_list.update)(state, positions, cell)   # inside MD steps
     >>> if state.did_overflow: state = cell_list.allocate(positions, cell)
+    >>> state.check(positions)   # ValueError naming atoms closer than r_min or NaN
+
+    With ``r_min`` (e.g. the model's ``config.r_min``) the state also flags pairs
+    closer than ``r_min`` and non-finite positions (see :class:`CellListError`).
 
     Args:
         cutoff: interaction cutoff, Å.
@@ -137,12 +281,18 @@ class CellList:
             Finer bins search a smaller volume around each atom (27 r^3 for 1,
             15.6 r^3 for 2, 12.7 r^3 for 3) at the price of more bins to visit;
             on CPU 1 was fastest (Si, 1728 atoms: 28 ms for 1, 46 ms for 2).
+        r_min: shortest allowed distance between atoms, Å (at most ``cutoff``);
+            closer pairs raise the ``TOO_CLOSE`` flag.  0 (default): no check.
     """
 
     def __init__(self, cutoff: float, skin: float = 0.3, pbc=(True, True, True),
-                 capacity_multiplier: float = 1.25, batch_size: int | None = None, bins_per_cutoff: int = 1):
+                 capacity_multiplier: float = 1.25, batch_size: int | None = None, bins_per_cutoff: int = 1,
+                 r_min: float = 0.0):
         if cutoff <= 0 or skin < 0:
             raise ValueError(f"need cutoff > 0 and skin >= 0, got {cutoff}, {skin}")
+        if not 0.0 <= r_min <= cutoff:
+            raise ValueError(f"need 0 <= r_min <= cutoff, got r_min = {r_min}, cutoff = {cutoff}")
+        self.r_min = float(r_min)
         if capacity_multiplier < 1.0:
             raise ValueError(f"capacity_multiplier must be >= 1, got {capacity_multiplier}")
         self.cutoff = float(cutoff)
@@ -171,13 +321,18 @@ class CellList:
             cell: ``[3, 3]`` cell vectors as rows, Å (ignored along open directions).
             atom_mask: ``[N]`` True for real atoms; padding rows get no neighbours
                 and are nobody's neighbour.  Default: all atoms are real.
+
+        Raises:
+            ValueError: a real atom's position is NaN or infinite, or two atoms are
+                closer than ``r_min`` (the message names them).
         """
         dtype = jnp.asarray(positions).dtype
         positions_np = np.asarray(positions, dtype=np.float64)
         cell_np = np.asarray(cell, dtype=np.float64)
         mask_np = np.ones(len(positions_np), bool) if atom_mask is None else np.asarray(atom_mask, bool)
-        if not np.all(np.isfinite(positions_np[mask_np])):
-            raise ValueError("positions contain NaN or infinite entries")
+        bad = np.flatnonzero(mask_np & ~np.all(np.isfinite(positions_np), axis=1))
+        if len(bad):
+            raise ValueError(f"positions of atoms {bad[:10].tolist()} are NaN or infinite")
         pbc = np.array(self.pbc)
         check_cell(cell_np, pbc)
         real = positions_np[mask_np]
@@ -200,14 +355,17 @@ class CellList:
             neighbor_capacity=self._with_headroom(max_neighbors, 8),
             open_frame=tuple(tuple(float(x) for x in row) for row in np.where(pbc[:, None], 0.0, frame)),
             origin=tuple(float(x) for x in origin),
+            r_min=self.r_min,
         )
         positions = jnp.asarray(positions, dtype)
         cell = jnp.asarray(cell, dtype)
         mask = jnp.asarray(mask_np)
-        nl, overflow = _build_compiled(spec, positions, cell, mask, self.batch_size)
-        if bool(overflow):  # sizes were measured on this very input
+        nl, error, min_distance = _build_compiled(spec, positions, cell, mask, self.batch_size)
+        if int(error) & CellListError.OVERFLOW:  # sizes were measured on this very input
             raise RuntimeError("cell list overflowed right after allocation; this is a bug in mlip")
-        return CellListState(nl, positions, cell, mask, overflow, jnp.zeros((), jnp.int32), spec)
+        state = CellListState(nl, positions, cell, mask, error, jnp.zeros((), jnp.int32), min_distance, spec)
+        state.check(positions_np, cell_np)
+        return state
 
     def _with_headroom(self, count: int, multiple: int) -> int:
         return round_up(math.ceil(max(count, 1) * self.capacity_multiplier), multiple)
@@ -246,25 +404,75 @@ class CellList:
 
     def needs_rebuild(self, state: CellListState, positions, cell) -> jax.Array:
         """True if an atom moved more than ``skin / 2`` or the cell changed (jit-able)."""
+        return self._needs_rebuild(state, self._max_squared_displacement(state, positions), cell)
+
+    def _max_squared_displacement(self, state: CellListState, positions) -> jax.Array:
+        """Largest squared displacement of a real atom since the last rebuild, Å^2."""
         moved = jnp.sum((positions - state.reference_positions) ** 2, axis=-1)
-        too_far = jnp.max(moved, initial=0.0) > (0.5 * self.skin) ** 2
+        return jnp.max(jnp.where(state.atom_mask, moved, 0.0), initial=0.0)
+
+    def _needs_rebuild(self, state: CellListState, max_moved, cell) -> jax.Array:
+        too_far = max_moved > (0.5 * self.skin) ** 2
         cell_changed = jnp.any(cell != state.reference_cell)
         return too_far | cell_changed | (self.skin == 0.0)
 
     def update(self, state: CellListState, positions, cell) -> CellListState:
-        """Rebuild the list if the skin is used up (pure, jit-able).
+        """Rebuild the list if the skin is used up, and check the new positions
+        (pure, jit-able).
 
-        ``state.overflow`` becomes (and stays) True if the rebuilt list did not fit.
+        Bits of ``state.error`` become (and stay) set: ``OVERFLOW`` if the rebuilt
+        list did not fit, ``NON_FINITE`` if a real atom's position or the cell is NaN
+        or infinite, ``TOO_CLOSE`` if two atoms are closer than ``spec.r_min``.  Read
+        them on the host with :meth:`CellListState.check`.
         """
+        spec = state.spec
+        max_moved = self._max_squared_displacement(state, positions)
+        # a NaN or infinite position of a real atom makes its displacement NaN or infinite, so the
+        # reduction the Verlet test needs anyway also finds it (and flags the absurd displacements,
+        # beyond 1e19 Å in float32, that overflow when squared)
+        non_finite = ~jnp.isfinite(max_moved) | ~jnp.all(jnp.isfinite(cell))
+        error = state.error | jnp.where(non_finite, jnp.int32(CellListError.NON_FINITE), jnp.int32(0))
+        rebuild_needed = self._needs_rebuild(state, max_moved, cell)
 
-        def rebuild(_):
-            nl, overflow = _build_compiled(state.spec, positions, cell, state.atom_mask, self.batch_size)
+        def rebuild(error):
+            nl, build_error, min_distance = _build_compiled(spec, positions, cell, state.atom_mask, self.batch_size)
             return dataclasses.replace(
-                state, nl=nl, reference_positions=positions, reference_cell=cell,
-                overflow=state.overflow | overflow, n_rebuilds=state.n_rebuilds + 1,
+                state, nl=nl, reference_positions=positions, reference_cell=cell, error=error | build_error,
+                n_rebuilds=state.n_rebuilds + 1, reference_min_distance=min_distance,
             )
 
-        return jax.lax.cond(self.needs_rebuild(state, positions, cell), rebuild, lambda _: state, None)
+        def keep(error):
+            return dataclasses.replace(state, error=error)
+
+        if spec.r_min == 0.0:
+            return jax.lax.cond(rebuild_needed, rebuild, keep, error)
+
+        def keep_and_check(error):
+            return keep(error | _listed_too_close_error(spec, positions, cell, state.nl))
+
+        # Between rebuilds every pair closer than r_min <= cutoff is listed (no atom moved more than
+        # skin / 2), and no listed distance shrank by more than twice the largest displacement: the
+        # listed pairs are measured only when that bound no longer keeps them beyond r_min.  One
+        # three-way switch, not nested conds: on a GPU each conditional waits for its predicate.
+        bound = state.reference_min_distance - 2.0 * jnp.sqrt(max_moved)
+        branch = jnp.where(rebuild_needed, 2, jnp.where(bound < spec.r_min, 1, 0))
+        return jax.lax.switch(branch, (keep, keep_and_check, rebuild), error)
+
+
+def _non_finite_error(positions, cell, atom_mask) -> jax.Array:
+    """``NON_FINITE`` (int32) if a real atom's position or the cell is NaN/infinite."""
+    bad = ~jnp.all(jnp.isfinite(positions) | ~atom_mask[:, None]) | ~jnp.all(jnp.isfinite(cell))
+    return jnp.where(bad, jnp.int32(CellListError.NON_FINITE), jnp.int32(0))
+
+
+def _listed_too_close_error(spec: CellListSpec, positions, cell, nl: NeighborList) -> jax.Array:
+    """``TOO_CLOSE`` (int32) if a pair of ``nl`` is now closer than ``spec.r_min``."""
+    n_atoms = positions.shape[0]
+    listed = nl.idx < n_atoms
+    j = jnp.where(listed, nl.idx, 0)
+    vectors = positions[j] + nl.shifts.astype(positions.dtype) @ cell - positions[:, None, :]
+    close = jnp.any(listed & (jnp.sum(vectors * vectors, axis=-1) < spec.r_min**2))
+    return jnp.where(close, jnp.int32(CellListError.TOO_CLOSE), jnp.int32(0))
 
 
 def _assign_bins(fractional, pbc: np.ndarray, grid: np.ndarray):
@@ -292,10 +500,20 @@ def build_cell_list(spec: CellListSpec, positions, cell, atom_mask, batch_size: 
         batch_size: atoms searched at once.
 
     Returns:
-        ``(NeighborList, overflow)`` where ``overflow`` is a boolean scalar: True if a
-        bin or a neighbour row was too small, or bins became narrower than allowed by
-        ``spec.reach`` (the list is then incomplete and must be reallocated).
+        ``(NeighborList, error)`` where ``error`` is an ``int32`` bitmask of
+        :class:`CellListError`: ``OVERFLOW`` if a bin or a neighbour row was too
+        small, or bins became narrower than allowed by ``spec.reach`` (the list is
+        then incomplete and must be reallocated); ``TOO_CLOSE`` if a pair is closer
+        than ``spec.r_min``; ``NON_FINITE`` if a real atom's position or the cell is
+        NaN or infinite.  Zero (falsy) when all is well.
     """
+    nl, error, _ = _build(spec, positions, cell, atom_mask, batch_size)
+    return nl, error | _non_finite_error(positions, cell, atom_mask)
+
+
+def _build(spec: CellListSpec, positions, cell, atom_mask, batch_size: int):
+    """:func:`build_cell_list` without the non-finite test, plus the shortest listed
+    pair distance (Å; ``inf`` when ``spec.r_min`` is 0 or nothing is listed)."""
     n_atoms = positions.shape[0]
     dtype = positions.dtype
     pbc = np.array(spec.pbc)
@@ -335,6 +553,7 @@ def build_cell_list(spec: CellListSpec, positions, cell, atom_mask, batch_size: 
     capacity = spec.neighbor_capacity
     cutoff_squared = spec.cutoff**2
     open_axes = np.flatnonzero(~pbc)
+    check_distances = spec.r_min > 0.0
 
     def neighbors_of(args):
         i, bin_i, real_i, position_i, image_i = args
@@ -347,20 +566,32 @@ def build_cell_list(spec: CellListSpec, positions, cell, atom_mask, batch_size: 
         j = table[target_flat]  # [D, cap]
         vectors = position_table[target_flat] + (wraps.astype(dtype) @ cell - position_i)[:, None, :]
         is_self = (j == i) & jnp.all(wraps == 0, axis=-1)[:, None]
-        within = ((j < n_atoms) & (jnp.sum(vectors * vectors, axis=-1) < cutoff_squared) & ~is_self).reshape(-1)
+        squared = jnp.sum(vectors * vectors, axis=-1)
+        within = ((j < n_atoms) & (squared < cutoff_squared) & ~is_self).reshape(-1)
         rank = jnp.cumsum(within) - 1
         destination = jnp.where(within, rank, capacity)  # the extra slot collects non-neighbours
         shifts = (wraps[:, None, :] + image_i - image_table[target_flat]).reshape(-1, 3)
         idx = jnp.full(capacity + 1, n_atoms, jnp.int32).at[destination].set(j.reshape(-1), mode="drop")
         shift = jnp.zeros((capacity + 1, 3), jnp.int32).at[destination].set(shifts, mode="drop")
-        return idx[:capacity], shift[:capacity], jnp.sum(within)
+        found = idx[:capacity], shift[:capacity], jnp.sum(within)
+        if check_distances:  # squared distance to the nearest listed neighbour, from the distances above
+            found += (jnp.min(jnp.where(within, squared.reshape(-1), jnp.inf)),)
+        return found
 
     atom_ids = jnp.arange(n_atoms, dtype=jnp.int32)
-    idx, shifts, n_neighbors = jax.lax.map(
+    idx, shifts, n_neighbors, *nearest = jax.lax.map(
         neighbors_of, (atom_ids, bins, atom_mask, wrapped, image_int), batch_size=min(batch_size, max(n_atoms, 1))
     )
     neighbor_overflow = jnp.max(n_neighbors, initial=0) > capacity
-    return NeighborList(idx=idx, shifts=shifts), bin_overflow | neighbor_overflow | bins_too_narrow
+    overflow = bin_overflow | neighbor_overflow | bins_too_narrow
+    if check_distances:
+        min_distance = jnp.sqrt(jnp.min(nearest[0], initial=jnp.inf))
+        too_close = min_distance < spec.r_min
+    else:
+        min_distance, too_close = jnp.asarray(jnp.inf, dtype), False
+    error = (jnp.where(overflow, jnp.int32(CellListError.OVERFLOW), jnp.int32(0))
+             | jnp.where(too_close, jnp.int32(CellListError.TOO_CLOSE), jnp.int32(0)))
+    return NeighborList(idx=idx, shifts=shifts), error, min_distance
 
 
-_build_compiled = jax.jit(build_cell_list, static_argnums=(0, 4))
+_build_compiled = jax.jit(_build, static_argnums=(0, 4))
