@@ -55,24 +55,157 @@ def test_dense_capacity_grows_instead_of_dropping():
     np.testing.assert_array_equal(canonical(*pairs_from_dense(nl)), canonical(i, j, shifts))
 
 
-def test_verlet_list_rebuilds_only_past_half_skin():
+def within_cutoff(pairs, positions, cell, cutoff):
+    """Canonical rows of the pairs in ``pairs`` that are closer than ``cutoff`` now."""
+    i, j, shifts = pairs
+    distances = np.linalg.norm(positions[j] + shifts @ cell - positions[i], axis=1)
+    keep = distances < cutoff
+    return canonical(i[keep], j[keep], shifts[keep])
+
+
+def assert_valid(verlet, pairs, positions, cell, pbc):
+    """The list holds no duplicate and exactly the pairs of a fresh build within the cutoff."""
+    rows = canonical(*pairs)
+    assert len(np.unique(rows, axis=0)) == len(rows)
+    np.testing.assert_array_equal(within_cutoff(pairs, positions, cell, verlet.cutoff),
+                                  canonical(*host_pairs(positions, cell, pbc, verlet.cutoff)))
+
+
+def deformed(positions, cell, strain):
+    """Positions and cell under the homogeneous deformation ``1 + strain`` (rows: r -> r F)."""
+    deformation = np.eye(3) + strain
+    return positions @ deformation, cell @ deformation
+
+
+def wrapped(positions, cell, pbc):
+    """Positions wrapped into the cell along periodic directions (as ``Atoms.wrap``)."""
+    fractional = positions @ np.linalg.inv(cell)
+    fractional[:, pbc] -= np.floor(fractional[:, pbc])
+    return fractional @ cell
+
+
+def test_verlet_list_rebuilds_only_when_two_atoms_used_up_the_skin():
     positions, cell, pbc, cutoff = random_neighbor_case(5)
     verlet = VerletNeighborList(cutoff, skin=0.4)
     verlet.pairs(positions, cell, pbc)
-    rng = np.random.default_rng(1)
-    moved = positions + rng.normal(size=positions.shape) * 0.05
+    moved = positions.copy()
+    moved[0] += [0.35, 0.0, 0.0]  # one atom alone may use most of the skin
+    assert_valid(verlet, verlet.pairs(moved, cell, pbc), moved, cell, pbc)
     moved[0] = positions[0] + [0.19, 0.0, 0.0]
-    i, j, shifts = verlet.pairs(moved, cell, pbc)
+    moved[1] = positions[1] + [0.0, 0.0, -0.2]  # two atoms together: 0.39 <= skin
+    moved[2:] += np.random.default_rng(1).normal(size=moved[2:].shape) * 0.01
+    assert not verlet.needs_rebuild(moved, cell, pbc)
+    assert_valid(verlet, verlet.pairs(moved, cell, pbc), moved, cell, pbc)
     assert verlet.n_builds == 1
-    # the reused list still contains every pair within the cutoff
-    within = canonical(*ase_pairs(moved, cell, pbc, cutoff))
-    kept = {tuple(row) for row in canonical(i, j, shifts)}
-    assert all(tuple(row) in kept for row in within)
-    moved[0] = positions[0] + [0.21, 0.0, 0.0]
+    moved[0] = positions[0] + [0.21, 0.0, 0.0]  # 0.41 > skin
+    assert verlet.needs_rebuild(moved, cell, pbc)
+    assert verlet.n_builds == 1  # asking does not rebuild
     verlet.pairs(moved, cell, pbc)
     assert verlet.n_builds == 2
-    verlet.pairs(moved, cell * 1.01, pbc)
+
+
+def test_verlet_list_survives_small_cell_deformations():
+    rng = np.random.default_rng(3)
+    cell = np.array([[5.4, 0.0, 0.0], [0.8, 5.1, 0.0], [-0.6, 0.7, 5.7]])
+    positions = rng.random((30, 3)) @ cell
+    pbc = np.ones(3, bool)
+    verlet = VerletNeighborList(4.0, skin=0.3)
+    verlet.pairs(positions, cell, pbc)
+    # expansion never uses up the skin; compression by 1 % uses about 0.04 Å of it
+    for scale in (1.05, 1.2, 0.99):
+        new_positions, new_cell = deformed(positions, cell, (scale - 1.0) * np.eye(3))
+        assert_valid(verlet, verlet.pairs(new_positions, new_cell, pbc), new_positions, new_cell, pbc)
+    shear = np.array([[0.0, 0.01, 0.0], [0.0, 0.0, 0.0], [-0.01, 0.0, 0.0]])
+    new_positions, new_cell = deformed(positions, cell, shear)
+    new_positions += rng.normal(size=positions.shape) * 0.02
+    assert_valid(verlet, verlet.pairs(new_positions, new_cell, pbc), new_positions, new_cell, pbc)
+    assert verlet.n_builds == 1
+    new_positions, new_cell = deformed(positions, cell, -0.1 * np.eye(3))  # 10 %: 0.44 Å > skin
+    assert verlet.needs_rebuild(new_positions, new_cell, pbc)
+    verlet.pairs(new_positions, new_cell, pbc)
+    assert verlet.n_builds == 2
+
+
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, False, True)])
+def test_wrapped_atoms_keep_the_list_and_its_pair_vectors(pbc):
+    positions, cell, _, cutoff = random_neighbor_case(2)
+    pbc = np.array(pbc)
+    verlet = VerletNeighborList(cutoff, skin=0.3)
+    i, j, shifts = verlet.pairs(positions, cell, pbc)
+    vectors = positions[j] + shifts @ cell - positions[i]
+    translations = np.random.default_rng(0).integers(-2, 3, positions.shape) * pbc
+    moved = positions + translations @ cell
+    pairs = verlet.pairs(moved, cell, pbc)
+    assert verlet.n_builds == 1
+    np.testing.assert_array_equal(pairs[0], i)
+    np.testing.assert_allclose(moved[pairs[1]] + pairs[2] @ cell - moved[pairs[0]], vectors, atol=1e-12)
+    assert_valid(verlet, pairs, moved, cell, pbc)
+    # translations along an open direction are real moves
+    moved[0, 1] += 10.0
+    verlet.pairs(moved, cell, pbc)
+    assert verlet.n_builds == 2
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_reused_lists_equal_fresh_builds_along_random_deformations(seed):
+    """Random triclinic cells with random pbc (mixed or periodic; open for the last
+    seeds): small random cell deformations with atom moves and occasional wrapping;
+    whenever the list is reused, its pairs within the cutoff are exactly those of a
+    fresh build."""
+    positions, cell, pbc, cutoff = random_neighbor_case(seed)
+    if seed >= 10:
+        pbc = np.zeros(3, bool)
+    rng = np.random.default_rng(100 + seed)
+    verlet = VerletNeighborList(cutoff, skin=0.5)
+    reused = 0
+    for step in range(60):
+        if step:
+            positions, cell = deformed(positions, cell, rng.uniform(-0.01, 0.01, (3, 3)))
+            positions = positions + rng.normal(0.0, 0.03, positions.shape)
+            if step % 7 == 0 and pbc.any():
+                positions = wrapped(positions, cell, pbc)
+        builds = verlet.n_builds
+        pairs = verlet.pairs(positions, cell, pbc)
+        reused += verlet.n_builds == builds
+        assert_valid(verlet, pairs, positions, cell, pbc)
+    assert reused >= 30 and verlet.n_builds >= 3, (reused, verlet.n_builds)
+
+
+def test_open_system_ignores_the_cell():
+    positions = np.random.default_rng(4).uniform(0.0, 8.0, (25, 3))
+    pbc = np.zeros(3, bool)
+    verlet = VerletNeighborList(3.0, skin=0.4)
+    verlet.pairs(positions, np.zeros((3, 3)), pbc)
+    moved = positions + [0.1, -0.05, 0.0]
+    assert_valid(verlet, verlet.pairs(moved, np.diag([20.0, 15.0, 9.0]), pbc), moved, np.zeros((3, 3)), pbc)
+    assert verlet.n_builds == 1
+    verlet.pairs(moved * 1.1, np.zeros((3, 3)), pbc)  # an open system has no affine frame
+    assert verlet.n_builds == 2
+
+
+def test_verlet_list_rebuilds_on_new_pbc_atom_count_bad_cell_or_zero_skin():
+    positions, cell, _, cutoff = random_neighbor_case(7)
+    pbc = np.ones(3, bool)
+    verlet = VerletNeighborList(cutoff, skin=0.3)
+    verlet.pairs(positions, cell, pbc)
+    verlet.pairs(positions, cell, np.array([True, True, False]))
+    verlet.pairs(positions[:-1], cell, np.array([True, True, False]))
     assert verlet.n_builds == 3
+    given = cell.copy()
+    verlet.pairs(positions, given, pbc)
+    given *= 0.8  # the caller's array changed in place: noticed
+    verlet.pairs(positions * 0.8, given, pbc)
+    assert verlet.n_builds == 5
+    given[2] = 0.0
+    with pytest.raises(ValueError, match="zero length"):
+        verlet.pairs(positions, given, pbc)
+    given[2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        verlet.pairs(positions, given, pbc)
+    never = VerletNeighborList(cutoff, skin=0.0)
+    for _ in range(3):
+        never.pairs(positions, cell, pbc)
+    assert never.n_builds == 3
 
 
 def test_zero_volume_periodic_cell_is_rejected():

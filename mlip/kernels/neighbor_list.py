@@ -183,17 +183,46 @@ def pairs_from_dense(nl: NeighborList) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 class VerletNeighborList:
-    """Host neighbour list with a Verlet skin, rebuilt only when needed.
+    """Host neighbour list with a Verlet skin, rebuilt only when needed -- also while
+    the cell changes (cell relaxations, NPT).
 
-    Pairs are collected out to ``cutoff + skin``; the list stays valid (contains
-    every pair closer than ``cutoff``) until some atom has moved by more than
-    ``skin / 2`` from where it was at the last build, or the cell, the boundary
-    conditions or the number of atoms change.
+    Pairs ``(i, j, S)`` are collected out to ``cutoff + skin``; the list is reused for
+    as long as it provably still contains every pair closer than ``cutoff``.
+
+    Criterion.  Positions are compared in fractional coordinates ``s = r @ inv(h)`` of
+    a frame ``h``: the cell, completed along open directions as in
+    :func:`complete_open_directions`, or the identity when no direction is periodic
+    (the cell then plays no role).  With ``h0, s0`` at the build and ``h, s`` now, a
+    pair vector now is ``r = (s_j + S - s_i) @ h`` and was ``r0 = (s0_j + S - s0_i) @ h0``
+    at the build, so
+
+        r0 = r @ inv(h) @ h0 - (u_j - u_i),    u = (s - s0 - n) @ h0,
+
+    where ``u`` is an atom's displacement with the affine cell deformation removed,
+    measured in the build cell, and ``n`` the integer lattice translation (periodic
+    directions only) by which the atom was wrapped since the build.  Hence
+    ``|r0| <= ||inv(h) @ h0||_2 |r| + |u_i| + |u_j|``, and the list is kept while
+
+        ||inv(h) @ h0||_2 * cutoff + u_(1) + u_(2) <= cutoff + skin
+
+    (``u_(1)``, ``u_(2)``: the two largest ``|u|``; pairs of an atom with its own
+    images have ``u_i = u_j``): every pair now closer than ``cutoff`` was closer than
+    ``cutoff + skin`` at the build, so it is listed.  A fixed cell gives the familiar
+    rule (never rebuilt unless an atom moved by more than ``skin / 2``); isotropic
+    expansion costs nothing and compression by a factor ``1 - e`` uses up about
+    ``e * cutoff`` of the skin.  Wrapped atoms do not force a rebuild: the stored
+    shifts ``S`` of their pairs are translated instead, so that ``positions[j] + S @ cell
+    - positions[i]`` stays the same pair vector.  A change of the boundary
+    conditions or the atom count, a singular frame, ``skin == 0`` or a non-finite
+    input rebuild.
 
     Args:
         cutoff: interaction cutoff, Å.
         skin: extra shell, Å (0 rebuilds on every call).
     """
+
+    # relative safety margin on the criterion, far above rounding of distances
+    _MARGIN = 1e-9
 
     def __init__(self, cutoff: float, skin: float = 0.3):
         if cutoff <= 0 or skin < 0:
@@ -201,32 +230,82 @@ class VerletNeighborList:
         self.cutoff = float(cutoff)
         self.skin = float(skin)
         self.n_builds = 0
+        # fractional positions, frame and pbc at the last build
         self._reference: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
+    @staticmethod
+    def _frame(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+        if not pbc.any():
+            return np.eye(3)
+        return cell if pbc.all() else complete_open_directions(cell, pbc)
+
+    @staticmethod
+    def _inverse(frame: np.ndarray) -> np.ndarray | None:
+        """``inv(frame)``, or None if the frame is non-finite or (nearly) flat."""
+        volume = abs(np.linalg.det(frame))
+        if not (np.isfinite(volume) and volume > 1e-6 * np.prod(np.linalg.norm(frame, axis=1))):
+            return None
+        return np.linalg.inv(frame)
+
+    def _check(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray | None:
+        """Lattice translations ``n`` (``int64 [N, 3]``) by which atoms were wrapped
+        since the build if the list is still valid, None if it must be rebuilt."""
+        if self._reference is None or self.skin == 0.0:
+            return None
+        ref_fractional, ref_frame, ref_pbc = self._reference
+        if positions.shape != ref_fractional.shape or not np.array_equal(pbc, ref_pbc):
+            return None
+        if not (np.all(np.isfinite(cell)) and np.all(np.isfinite(positions))):
+            return None
+        inverse = self._inverse(self._frame(cell, pbc))
+        if inverse is None:
+            return None
+        delta = positions @ inverse - ref_fractional
+        wraps = np.where(pbc, np.rint(delta), 0.0)
+        moved = np.linalg.norm((delta - wraps) @ ref_frame, axis=1)
+        if len(moved) > 2:
+            moved = np.partition(moved, len(moved) - 2)[-2:]
+        # one atom: only pairs with its own images, whose vectors u_i - u_j vanish
+        movement = float(np.sum(moved)) if len(moved) > 1 else 0.0
+        deformation = inverse @ ref_frame
+        stretch = np.sqrt(np.linalg.eigvalsh(deformation.T @ deformation)[-1])  # ||inv(h) @ h0||_2
+        bound = stretch * self.cutoff + movement
+        if not bound <= (self.cutoff + self.skin) * (1.0 - self._MARGIN):  # also catches NaN
+            return None
+        return wraps.astype(np.int64)
+
     def needs_rebuild(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
-        if self._reference is None:
-            return True
-        ref_positions, ref_cell, ref_pbc = self._reference
-        if positions.shape != ref_positions.shape or not np.array_equal(pbc, ref_pbc):
-            return True
-        if not np.allclose(cell, ref_cell, rtol=0.0, atol=1e-12):
-            return True
-        if self.skin == 0.0:
-            return True
-        displacement = np.max(np.linalg.norm(positions - ref_positions, axis=1), initial=0.0)
-        return bool(displacement > 0.5 * self.skin)
+        """True unless the stored list provably contains every pair within ``cutoff``
+        of ``positions`` in ``cell`` (see the class docstring)."""
+        positions = np.asarray(positions, dtype=np.float64)
+        cell = np.asarray(cell, dtype=np.float64)
+        pbc = np.asarray(pbc, dtype=bool)
+        return self._check(positions, cell, pbc) is None
 
     def pairs(
         self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(i, j, S)`` of all pairs within ``cutoff + skin`` (a superset of the
-        pairs within ``cutoff``), rebuilding if needed."""
+        """``(i, j, S)`` of all pairs within ``cutoff + skin`` at the last build (a
+        superset of the pairs within ``cutoff`` now), rebuilding if needed.  ``S``
+        refers to the ``positions`` and ``cell`` given."""
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.asarray(cell, dtype=np.float64)
         pbc = np.asarray(pbc, dtype=bool)
-        if self.needs_rebuild(positions, cell, pbc):
+        wraps = self._check(positions, cell, pbc)
+        if wraps is None:
             self._pairs = host_pairs(positions, cell, pbc, self.cutoff + self.skin)
-            self._reference = (positions.copy(), cell.copy(), pbc.copy())
+            frame = self._frame(cell, pbc)
+            inverse = self._inverse(frame)
+            # a frame host_pairs accepted but we cannot invert: NaN reference positions
+            # make every later call rebuild
+            fractional = np.full(positions.shape, np.nan) if inverse is None else positions @ inverse
+            self._reference = (fractional, frame.copy(), pbc.copy())
             self.n_builds += 1
+        elif wraps.any():
+            # atom i now sits at (its build position + n_i @ cell): keep each pair's vector
+            i, j, shifts = self._pairs
+            self._pairs = (i, j, shifts + wraps[i] - wraps[j])
+            ref_fractional, ref_frame, ref_pbc = self._reference
+            self._reference = (ref_fractional + wraps, ref_frame, ref_pbc)
         return self._pairs
