@@ -25,7 +25,6 @@ import time
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from ase.build import bulk
 from ase.filters import FrechetCellFilter
@@ -33,11 +32,7 @@ from ase.optimize import BFGS
 
 from mlip import Model
 from mlip.calculator import MLIPCalculator
-from mlip.kernels.neighbor_list import host_pairs
-from mlip.model import make_model_functions
-from mlip.padding import pad_structure
-from mlip.training import fit_feature_scaling
-from mlip.training.generate import stillinger_weber_si
+from mlip.training.linear import random_feature_si
 
 jax.config.update("jax_enable_x64", True)  # this script is the host application: float64 throughout
 
@@ -45,53 +40,6 @@ STRAINS = {
     "iso+3%": 0.03 * np.eye(3),
     "sheared": np.array([[0.02, 0.03, 0.0], [0.0, -0.01, 0.02], [0.0, 0.0, 0.01]]),
 }
-
-
-def stillinger_weber_fit(r_cut: float = 4.0, hidden: int = 24, n_structures: int = 12, seed: int = 0) -> Model:
-    """One-hidden-layer model with random hidden weights and its output layer (and
-    bias) fitted to Stillinger-Weber Si by weighted linear least squares.
-
-    The energy is linear in the output weights, so the Jacobian of (energy, forces,
-    virial) with respect to them is the exact design matrix.
-    """
-    sw = stillinger_weber_si()
-    rng = np.random.default_rng(seed)
-    labelled = []
-    for _ in range(n_structures):
-        atoms = bulk("Si", "diamond", a=5.431, cubic=True)
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.uniform(-0.04, 0.04, (3, 3))), scale_atoms=True)
-        atoms.positions += rng.normal(0.0, 0.06, atoms.positions.shape)
-        atoms.calc = sw
-        labelled.append((atoms.copy(), atoms.get_potential_energy(), atoms.get_forces(),
-                         atoms.get_stress(voigt=False) * atoms.get_volume()))
-    model = Model.create(elements=["Si"], r_cut=r_cut, n_radial=4, n_angular=2, hidden_layers=(hidden,), seed=seed)
-    model = fit_feature_scaling(model, [atoms for atoms, *_ in labelled])
-    energy_forces_virial = make_model_functions(model.config).energy_forces_virial
-
-    def with_output_layer(theta):
-        params = jax.tree_util.tree_map(lambda x: x, model.params)
-        network = dict(params["networks"]["Si"]["params"])
-        network["Dense_1"] = {"kernel": theta[:hidden, None], "bias": theta[hidden:]}
-        params["networks"] = {"Si": {"params": network}}
-        return params
-
-    def outputs(theta, positions, cell, species, nl):
-        result = energy_forces_virial(with_output_layer(theta), positions, cell, species, nl)
-        return jnp.concatenate([result.energy[None], result.forces.ravel(), result.virial.ravel()])
-
-    jacobian = jax.jit(jax.jacfwd(outputs))
-    rows, targets, weights = [], [], []
-    for atoms, energy, forces, virial in labelled:
-        pairs = host_pairs(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
-        padded = pad_structure(model, atoms, pairs, 64, exact_capacity=True)
-        design = np.asarray(jacobian(jnp.zeros(hidden + 1), *padded.as_jax()))
-        n, n_padded = len(atoms), padded.positions.shape[0]
-        rows += [design[:1] / n, design[1:1 + 3 * n], design[1 + 3 * n_padded:] / n]
-        targets += [[energy / n], forces.ravel(), virial.ravel() / n]
-        weights += [[10.0], np.ones(3 * n), np.full(9, 3.0)]
-    design, target, weight = np.vstack(rows), np.concatenate(targets), np.concatenate(weights)
-    theta = np.linalg.lstsq(design * weight[:, None], target * weight, rcond=None)[0]
-    return Model(model.config, with_output_layer(jnp.asarray(theta)))
 
 
 def strained_cell(repeat: int, strain: np.ndarray, a: float = 5.431, rattle: float = 0.02) -> "ase.Atoms":  # noqa: F821
@@ -153,7 +101,7 @@ def main() -> None:
 
         model = load_model(args.model)
     else:
-        model = stillinger_weber_fit()
+        model = random_feature_si()
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), cutoff {model.cutoff} Å, "
           f"network {model.config.hidden_layers}, model {args.model or 'random-feature SW fit'}")
     header = (f"{'atoms':>6} {'strain':>8} {'skin':>5} {'conv':>5} {'steps':>6} {'builds':>7} {'compiles':>9} "

@@ -1,10 +1,13 @@
-"""Energy + forces time vs number of elements (each element's network on its own atoms).
+"""Energy + forces time vs number of elements: every network on every row vs each
+element's network on its own atoms (``element_rows``), in the same run.
 
-Random dense structures of 2 and 4 elements (the same atoms, only the element
-labels differ), float64, cutoff 5 Å, default symmetry-function grids, 
-networks (``--hidden``); median of repeated jit-compiled energy+forces+virial calls.
+Random-substitution diamond crystals of 1, 2 and 4 elements (the same atoms, only
+the element labels differ), float64, cutoff 5 Å, default symmetry-function grids,
+networks of ``--hidden`` widths; median of repeated jit-compiled energy+forces+virial
+calls, and of the network half alone (energies and their gradient with respect to
+precomputed descriptors).
 
-    python3 benchmarks/bench_elements.py [--atoms 2000] [--json out.json]
+    python3 benchmarks/bench_elements.py [--atoms 1728] [--hidden 25 25] [--json out.json]
 """
 
 from __future__ import annotations
@@ -42,36 +45,38 @@ def structure(n_atoms: int, symbols: list[str], seed: int = 0) -> Atoms:
     return atoms
 
 
+def median_seconds(function, args, repeats: int) -> tuple[float, float]:
+    """(compile + first call, median of ``repeats`` further calls), seconds."""
+    started = time.perf_counter()
+    jax.block_until_ready(function(*args))
+    first = time.perf_counter() - started
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        jax.block_until_ready(function(*args))
+        times.append(time.perf_counter() - started)
+    return first, statistics.median(times)
+
+
 def time_energy_forces(n_elements: int, n_atoms: int, repeats: int, hidden: tuple[int, ...]) -> dict:
     elements = ELEMENT_SETS[n_elements]
     model = Model.create(elements=elements, r_cut=5.0, n_radial=6, n_angular=3, hidden_layers=hidden)
     atoms = structure(n_atoms, elements)
     padded = pad_structure(model, atoms, host_pairs(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff))
-    evaluate = jax.jit(make_model_functions(model.config).energy_forces_virial)
-    args = padded.as_jax()
-    started = time.perf_counter()
-    jax.block_until_ready(evaluate(model.params, *args))
-    compile_s = time.perf_counter() - started
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(evaluate(model.params, *args))
-        times.append(time.perf_counter() - started)
-    median = statistics.median(times)
-    # the network half alone: energies and their gradient w.r.t. precomputed descriptors
     functions = make_model_functions(model.config)
-    descriptors = jax.jit(functions.descriptors)(*args)
+    *inputs, rows = padded.as_jax(with_element_rows=True)
+    descriptors = jax.jit(functions.descriptors)(*inputs)
+    evaluate = jax.jit(functions.energy_forces_virial)
     network = jax.jit(jax.value_and_grad(
-        lambda params, g, species: functions.energies_from_features(params, g, species).sum(), argnums=1))
-    jax.block_until_ready(network(model.params, descriptors, args[2]))
-    network_times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(network(model.params, descriptors, args[2]))
-        network_times.append(time.perf_counter() - started)
-    return {"elements": n_elements, "atoms": len(atoms), "features": model.config.symmetry_functions.n_union,
-            "seconds": median, "us_per_atom": 1e6 * median / len(atoms), "compile_s": compile_s,
-            "network_seconds": statistics.median(network_times)}
+        lambda params, g, species, rows: functions.energies_from_features(params, g, species, rows).sum(), argnums=1))
+    row = {"elements": n_elements, "atoms": len(atoms), "padded_rows": int(padded.positions.shape[0]),
+           "features": model.config.symmetry_functions.n_union, "hidden_layers": list(hidden)}
+    for name, element_rows in (("every_row", None), ("own_rows", rows)):
+        compile_s, seconds = median_seconds(evaluate, (model.params, *inputs, element_rows), repeats)
+        _, network_seconds = median_seconds(network, (model.params, descriptors, inputs[2], element_rows), repeats)
+        row[name] = {"seconds": seconds, "us_per_atom": 1e6 * seconds / len(atoms), "compile_s": compile_s,
+                     "network_seconds": network_seconds}
+    return row
 
 
 def main(argv=None) -> int:
@@ -81,15 +86,20 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden", type=int, nargs="+", default=[25, 25], help="hidden layer widths")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    print(f"device: {jax.devices()[0].device_kind}, networks {args.hidden}, float64")
     rows = [time_energy_forces(n, args.atoms, args.repeats, tuple(args.hidden)) for n in (1, 2, 4)]
-    print(f"{'elements':>8s} {'atoms':>6s} {'descriptors':>11s} {'E+F ms':>8s} {'µs/atom':>8s} "
+    print(f"{'elements':>8s} {'atoms':>6s} {'features':>8s} {'networks on':>11s} {'E+F ms':>8s} {'µs/atom':>8s} "
           f"{'networks ms':>11s} {'compile s':>9s}")
     for r in rows:
-        print(f"{r['elements']:8d} {r['atoms']:6d} {r['features']:11d} {1e3 * r['seconds']:8.1f} "
-              f"{r['us_per_atom']:8.1f} {1e3 * r['network_seconds']:11.2f} {r['compile_s']:9.1f}")
+        for name in ("every_row", "own_rows"):
+            t = r[name]
+            print(f"{r['elements']:8d} {r['atoms']:6d} {r['features']:8d} {name.replace('_', ' '):>11s} "
+                  f"{1e3 * t['seconds']:8.1f} {t['us_per_atom']:8.1f} {1e3 * t['network_seconds']:11.2f} "
+                  f"{t['compile_s']:9.1f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        Path(args.json).write_text(json.dumps({"device": jax.devices()[0].device_kind, "jax": jax.__version__,
+                                               "rows": rows}, indent=1))
     return 0
 
 

@@ -77,7 +77,7 @@ class MLIPCalculator(Calculator):
         padded: PaddedStructure = pad_structure(self.model, atoms, pairs, self._capacity)
         self._capacity = padded.nl.capacity
         n_atoms = len(atoms)
-        result = self._evaluate(self._params, *padded.as_jax(self.dtype))
+        result = self._evaluate(self._params, *padded.as_jax(self.dtype, with_element_rows=True))
         energy = float(result.energy)
         self.results["energy"] = energy
         self.results["free_energy"] = energy

@@ -146,15 +146,25 @@ class ModelFunctions:
     """Pure, jit-compatible functions of one model configuration.
 
     Attributes:
-        atomic_energies: ``(params, positions, cell, species, nl) -> [N]`` eV.
-        energy_forces_virial: ``(params, positions, cell, species, nl) -> EnergyResults``.
+        atomic_energies: ``(params, positions, cell, species, nl, element_rows=None) -> [N]`` eV.
+        energy_forces_virial: ``(params, positions, cell, species, nl, element_rows=None)
+            -> EnergyResults``.
         descriptors: ``(positions, cell, species, nl) -> [N, n_union]`` raw symmetry
             functions (before scaling) for all distinct environment functions.
         descriptors_from_pairs: ``(r_ij [N, M, 3], mask, neighbor_species) -> [N, n_union]``,
             the descriptor kernel on pair vectors (Å).
-        energies_from_features: ``(params, descriptors [N, n_union], species) -> [N]`` eV:
-            the network half of the model (scaling, per-element networks, reference
-            energies), for callers that hold precomputed descriptors (training).
+        energies_from_features: ``(params, descriptors [N, n_union], species,
+            element_rows=None) -> [N]`` eV: the network half of the model (scaling,
+            per-element networks, reference energies), for callers that hold
+            precomputed descriptors (training).
+
+    ``element_rows`` (from :func:`element_rows`, or
+    :attr:`mlip.padding.PaddedStructure.element_rows`) is a tuple with, per element,
+    the rows of that element's atoms padded with ``N`` to a static length: each
+    element's network then runs on its own atoms only.  With ``None`` every
+    network runs on every row and the result is selected by ``species`` (E times
+    the network work for E elements; what a one-element model needs anyway).
+    Both give the same energies.
     """
 
     config: ModelConfig
@@ -176,29 +186,36 @@ def make_model_functions(config: ModelConfig, chunk_size: int = 1024) -> ModelFu
     network = AtomicNetwork(config.hidden_layers, config.activation)
     columns = {element: sf_set.feature_columns(element) for element in config.elements}
 
-    def energies_from_features(params, features, species):
+    def energies_from_features(params, features, species, element_rows=None):
         energies = jnp.zeros(species.shape, dtype=features.dtype)
         for index, element in enumerate(config.elements):
-            raw = select_columns(features, columns[element])
-            x = (raw - params["feature_shift"][element]) * params["feature_scale"][element]
+            if element_rows is None:  # every network on every row, selected by species
+                rows = features
+            else:  # only this element's rows (padding entries point past the end)
+                rows = features.at[element_rows[index]].get(mode="fill", fill_value=0)
+            x = (select_columns(rows, columns[element]) - params["feature_shift"][element]) * params[
+                "feature_scale"][element]
             atomic = network.apply(params["networks"][element], x) + params["reference_energies"][element]
-            energies = jnp.where(species == index, atomic, energies)
+            if element_rows is None:
+                energies = jnp.where(species == index, atomic, energies)
+            else:
+                energies = energies.at[element_rows[index]].set(atomic, mode="drop")
         return energies
 
-    def energies_from_pairs(params, r_ij, mask, species, neighbor_species):
-        return energies_from_features(params, kernel(r_ij, mask, neighbor_species), species)
+    def energies_from_pairs(params, r_ij, mask, species, neighbor_species, element_rows=None):
+        return energies_from_features(params, kernel(r_ij, mask, neighbor_species), species, element_rows)
 
-    def atomic_energies(params, positions, cell, species, nl):
+    def atomic_energies(params, positions, cell, species, nl, element_rows=None):
         r_ij, mask = pair_vectors(positions, cell, nl)
-        return energies_from_pairs(params, r_ij, mask, species, neighbor_species(species, nl))
+        return energies_from_pairs(params, r_ij, mask, species, neighbor_species(species, nl), element_rows)
 
-    def energy_forces_virial(params, positions, cell, species, nl):
+    def energy_forces_virial(params, positions, cell, species, nl, element_rows=None):
         species_j = neighbor_species(species, nl)
 
         def total(positions, strain):
             r_ij, mask = pair_vectors(positions, cell, nl)
             deformed = r_ij @ (jnp.eye(3, dtype=positions.dtype) + strain)
-            energies = energies_from_pairs(params, deformed, mask, species, species_j)
+            energies = energies_from_pairs(params, deformed, mask, species, species_j, element_rows)
             return jnp.sum(energies), energies
 
         strain = jnp.zeros((3, 3), dtype=positions.dtype)

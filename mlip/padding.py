@@ -66,15 +66,48 @@ class PaddedStructure:
     species: np.ndarray  # [N_pad] element index, -1 on padding rows
     nl: NeighborList
     n_atoms: int
+    element_rows: tuple[np.ndarray, ...] | None = None  # see element_rows()
 
-    def as_jax(self, dtype=jnp.float64) -> tuple:
-        """``(positions, cell, species, nl)`` as JAX arrays, floats in ``dtype``."""
-        return (
+    def as_jax(self, dtype=jnp.float64, with_element_rows: bool = False) -> tuple:
+        """``(positions, cell, species, nl)`` as JAX arrays, floats in ``dtype``;
+        with ``with_element_rows`` also :attr:`element_rows`, the last argument of
+        the model's energy functions."""
+        arrays = (
             jnp.asarray(self.positions, dtype),
             jnp.asarray(self.cell, dtype),
             jnp.asarray(self.species),
             NeighborList(jnp.asarray(self.nl.idx), jnp.asarray(self.nl.shifts)),
         )
+        if not with_element_rows:
+            return arrays
+        rows = None if self.element_rows is None else tuple(jnp.asarray(r) for r in self.element_rows)
+        return (*arrays, rows)
+
+
+def element_row_lengths(counts, n_rows: int) -> tuple[int, ...]:
+    """Static lengths of :func:`element_rows` for ``counts`` atoms per element:
+    :func:`atom_bucket` of the count, at most ``n_rows``, 0 for an absent element."""
+    return tuple(min(atom_bucket(int(c)), n_rows) if c else 0 for c in counts)
+
+
+def element_rows(species: np.ndarray, n_elements: int,
+                 lengths: tuple[int, ...] | None = None) -> tuple[np.ndarray, ...] | None:
+    """Per element, the rows of ``species`` holding that element, padded with
+    ``len(species)`` (dropped by the model) to a static length (default
+    :func:`element_row_lengths`), so each element's network runs on its own atoms
+    only and the shapes stay fixed while the composition does.  ``None`` for a
+    one-element model, whose network runs on every row anyway.
+    """
+    if n_elements < 2:
+        return None
+    n_rows = len(species)
+    own = [np.flatnonzero(species == index).astype(np.int32) for index in range(n_elements)]
+    if lengths is None:
+        lengths = element_row_lengths([len(rows) for rows in own], n_rows)
+    if any(len(rows) > length for rows, length in zip(own, lengths)):
+        raise ValueError(f"element counts {[len(r) for r in own]} exceed the row lengths {list(lengths)}")
+    return tuple(np.concatenate([rows, np.full(length - len(rows), n_rows, dtype=np.int32)])
+                 for rows, length in zip(own, lengths))
 
 
 def max_neighbors(pairs: tuple[np.ndarray, np.ndarray, np.ndarray], n_atoms: int) -> int:
@@ -113,4 +146,5 @@ def pad_structure(model: Model, atoms: Atoms, pairs: tuple[np.ndarray, np.ndarra
     padded_positions[:n_atoms] = positions
     padded_species = np.full(n_padded, -1, dtype=np.int32)
     padded_species[:n_atoms] = species
-    return PaddedStructure(padded_positions, cell, padded_species, nl, n_atoms)
+    return PaddedStructure(padded_positions, cell, padded_species, nl, n_atoms,
+                           element_rows(padded_species, len(model.elements)))

@@ -12,8 +12,6 @@ unlike a random network it has a stable diamond minimum, so relaxations converge
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -22,59 +20,17 @@ from ase.optimize import BFGS
 
 from mlip import Model
 from mlip.calculator import MLIPCalculator
-from mlip.kernels.neighbor_list import VerletNeighborList, host_pairs
-from mlip.model import make_model_functions
-from mlip.padding import pad_structure
-from mlip.training import fit_feature_scaling
-from mlip.training.generate import stillinger_weber_si
+from mlip.kernels.neighbor_list import VerletNeighborList
+from mlip.training.linear import random_feature_si
 
-HIDDEN = 24
 SKIN = 0.3
 
 
 @pytest.fixture(scope="module")
 def sw_model() -> Model:
     """Random hidden layer, output layer fitted to Stillinger-Weber Si (diamond
-    minimum near a = 5.42 Å).  The energy is linear in the output weights, so the
-    Jacobian of (energy, forces, virial) with respect to them is the design matrix."""
-    sw = stillinger_weber_si()
-    rng = np.random.default_rng(0)
-    labelled = []
-    for _ in range(12):
-        atoms = bulk("Si", "diamond", a=5.431, cubic=True)
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.uniform(-0.04, 0.04, (3, 3))), scale_atoms=True)
-        atoms.positions += rng.normal(0.0, 0.06, atoms.positions.shape)
-        atoms.calc = sw
-        labelled.append((atoms.copy(), atoms.get_potential_energy(), atoms.get_forces(),
-                         atoms.get_stress(voigt=False) * atoms.get_volume()))
-    model = Model.create(elements=["Si"], r_cut=4.0, n_radial=4, n_angular=2, hidden_layers=(HIDDEN,), seed=0)
-    model = fit_feature_scaling(model, [atoms for atoms, *_ in labelled])
-    energy_forces_virial = make_model_functions(model.config).energy_forces_virial
-
-    def with_output_layer(theta):
-        params = jax.tree_util.tree_map(lambda x: x, model.params)
-        network = dict(params["networks"]["Si"]["params"])
-        network["Dense_1"] = {"kernel": theta[:HIDDEN, None], "bias": theta[HIDDEN:]}
-        params["networks"] = {"Si": {"params": network}}
-        return params
-
-    def outputs(theta, positions, cell, species, nl):
-        result = energy_forces_virial(with_output_layer(theta), positions, cell, species, nl)
-        return jnp.concatenate([result.energy[None], result.forces.ravel(), result.virial.ravel()])
-
-    jacobian = jax.jit(jax.jacfwd(outputs))
-    rows, targets, weights = [], [], []
-    for atoms, energy, forces, virial in labelled:
-        pairs = host_pairs(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
-        padded = pad_structure(model, atoms, pairs, 64, exact_capacity=True)
-        design = np.asarray(jacobian(jnp.zeros(HIDDEN + 1), *padded.as_jax()))
-        n, n_padded = len(atoms), padded.positions.shape[0]
-        rows += [design[:1] / n, design[1:1 + 3 * n], design[1 + 3 * n_padded:] / n]
-        targets += [[energy / n], forces.ravel(), virial.ravel() / n]
-        weights += [[10.0], np.ones(3 * n), np.full(9, 3.0)]
-    design, target, weight = np.vstack(rows), np.concatenate(targets), np.concatenate(weights)
-    theta = np.linalg.lstsq(design * weight[:, None], target * weight, rcond=None)[0]
-    return Model(model.config, with_output_layer(jnp.asarray(theta)))
+    minimum near a = 5.42 Å)."""
+    return random_feature_si()
 
 
 @pytest.fixture(scope="module")

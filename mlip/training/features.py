@@ -29,7 +29,7 @@ import numpy as np
 
 from mlip.kernels.neighbor_list import host_pairs, round_up
 from mlip.model import Model, make_model_functions, neighbor_species, pair_vectors
-from mlip.padding import atom_bucket, max_neighbors, pad_structure
+from mlip.padding import atom_bucket, element_row_lengths, element_rows, max_neighbors, pad_structure
 from mlip.precision import with_float64
 from mlip.training.data import Sample
 
@@ -56,6 +56,7 @@ class StructureArrays:
     has_stress: jax.Array  # [S] bool
     group: jax.Array  # [S] config_type index
     sample: jax.Array  # [S] index of the sample in the data set
+    element_rows: tuple[jax.Array, ...] | None = None  # per element [S, L_e], see mlip.padding.element_rows
 
     def cast(self, dtype) -> "StructureArrays":
         """Floating-point arrays in ``dtype`` (integers and flags untouched)."""
@@ -145,6 +146,18 @@ def _descriptor_jacobian_function(model: Model):
     return jax.jit(compute)
 
 
+def _bucket_element_rows(species: np.ndarray, model: Model) -> tuple[np.ndarray, ...] | None:
+    """:func:`mlip.padding.element_rows` of every structure of a bucket (``species``
+    ``[S, n]``), stacked to ``[S, L_e]`` with lengths that fit the bucket's largest count."""
+    n_elements = len(model.elements)
+    if n_elements < 2:
+        return None
+    counts = np.stack([(species == index).sum(axis=1) for index in range(n_elements)], axis=1).max(axis=0)
+    lengths = element_row_lengths(counts, species.shape[1])
+    rows = [element_rows(s, n_elements, lengths) for s in species]
+    return tuple(np.stack(per_element) for per_element in zip(*rows))
+
+
 @with_float64
 def featurize(model: Model, samples: Sequence[Sample], groups: Sequence[str] | None = None,
               progress: bool = False) -> FeatureDataset:
@@ -170,7 +183,8 @@ def featurize(model: Model, samples: Sequence[Sample], groups: Sequence[str] | N
     buckets = []
     for n_padded, members in iterator:
         capacity = round_up(max(needs[n] for n in members), 8)
-        columns: dict[str, list] = {name: [] for name in StructureArrays.__dataclass_fields__}
+        columns: dict[str, list] = {name: [] for name in StructureArrays.__dataclass_fields__
+                                    if name != "element_rows"}
         for n in members:
             sample = samples[n]
             padded = pad_structure(model, sample.atoms, pairs[n], capacity, n_padded, exact_capacity=True)
@@ -191,5 +205,6 @@ def featurize(model: Model, samples: Sequence[Sample], groups: Sequence[str] | N
             columns["has_stress"].append(sample.stress is not None and periodic)
             columns["group"].append(group_index[sample.config_type])
             columns["sample"].append(n)
-        buckets.append(StructureArrays(**{name: np.stack(values) for name, values in columns.items()}))
+        stacked = {name: np.stack(values) for name, values in columns.items()}
+        buckets.append(StructureArrays(**stacked, element_rows=_bucket_element_rows(stacked["species"], model)))
     return FeatureDataset(buckets, list(samples), groups)

@@ -38,9 +38,9 @@ def make_predictor(config: ModelConfig):
     descriptors and Jacobians (see :mod:`mlip.training.features`)."""
     energies_from_features = make_model_functions(config).energies_from_features
 
-    def one(params, descriptors, jacobian, r_ij, idx, species):
+    def one(params, descriptors, jacobian, r_ij, idx, species, element_rows):
         def total(features):
-            return jnp.sum(energies_from_features(params, features, species))
+            return jnp.sum(energies_from_features(params, features, species, element_rows))
 
         energy, d_features = jax.value_and_grad(total)(descriptors)
         d_pairs = jnp.einsum("nmxf,nf->nmx", jacobian, d_features)  # dE/dr_ij
@@ -52,8 +52,9 @@ def make_predictor(config: ModelConfig):
         return energy, forces, virial[VOIGT]
 
     def predict(params, arrays: StructureArrays) -> Predictions:
-        energy, forces, virial = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0))(
-            params, arrays.descriptors, arrays.jacobian, arrays.r_ij, arrays.idx, arrays.species
+        energy, forces, virial = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0, 0))(
+            params, arrays.descriptors, arrays.jacobian, arrays.r_ij, arrays.idx, arrays.species,
+            arrays.element_rows,
         )
         return Predictions(energy, forces, virial)
 
