@@ -51,6 +51,27 @@ def ase_pairs(positions, cell, pbc, cutoff):
     return primitive_neighbor_list("ijS", pbc, cell, positions, cutoff, self_interaction=False)
 
 
+def within_cutoff(pairs, positions, cell, cutoff):
+    """Canonical rows of the pairs in ``pairs`` that are closer than ``cutoff`` now."""
+    i, j, shifts = pairs
+    distances = np.linalg.norm(positions[j] + shifts @ cell - positions[i], axis=1)
+    keep = distances < cutoff
+    return canonical(i[keep], j[keep], shifts[keep])
+
+
+def deformed(positions, cell, strain):
+    """Positions and cell under the homogeneous deformation ``1 + strain`` (rows: r -> r F)."""
+    deformation = np.eye(3) + strain
+    return positions @ deformation, cell @ deformation
+
+
+def wrapped(positions, cell, pbc):
+    """Positions wrapped into the cell along periodic directions (as ``Atoms.wrap``)."""
+    fractional = positions @ np.linalg.inv(cell)
+    fractional[:, pbc] -= np.floor(fractional[:, pbc])
+    return fractional @ cell
+
+
 def random_neighbor_case(seed):
     """Random triclinic cell, pbc, positions (some outside the cell) and cutoff."""
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ from mlip.kernels.neighbor_list import host_pairs, pairs_from_dense
 from mlip.model import make_model_functions
 from mlip.padding import pad_structure
 
-from conftest import ase_pairs, canonical, random_neighbor_case, random_structure
+from conftest import ase_pairs, canonical, deformed, random_neighbor_case, random_structure, within_cutoff
 
 
 def face_distances(cell):
@@ -78,25 +78,60 @@ def periodic_case():
     return cell_list, jax.jit(cell_list.update), positions, cell
 
 
-def test_skin_reuses_list_under_jit_until_half_skin(periodic_case):
+def assert_holds_cutoff_pairs(nl, positions, cell, pbc, cutoff):
+    """Every pair now within ``cutoff`` is listed (the list may hold more)."""
+    np.testing.assert_array_equal(within_cutoff(pairs_from_dense(nl), positions, cell, cutoff),
+                                  canonical(*ase_pairs(positions, cell, pbc, cutoff)))
+
+
+def test_skin_reuses_list_under_jit_until_two_atoms_used_it_up(periodic_case):
     cell_list, update, positions, cell = periodic_case
+    pbc = (True,) * 3
     state = cell_list.allocate(positions, cell)
     rng = np.random.default_rng(0)
     step = rng.normal(size=positions.shape)
-    step *= 0.29 / np.linalg.norm(step, axis=1).max()  # everyone moves less than skin / 2
+    step *= 0.29 / np.linalg.norm(step, axis=1).max()  # any two atoms together move less than the skin
     moved = positions + step
     state = update(state, moved, cell)
     assert int(state.n_rebuilds) == 0
-    # the kept list (radius 3.6) still holds every pair now within the 3.0 cutoff
-    kept = {tuple(row) for row in canonical(*pairs_from_dense(state.nl))}
-    assert all(tuple(row) in kept for row in canonical(*ase_pairs(moved, cell, (True,) * 3, 3.0)))
-    moved[4] = positions[4] + [0.31, 0.0, 0.0]
+    assert_holds_cutoff_pairs(state.nl, moved, cell, pbc, 3.0)  # the kept list (radius 3.6)
+    moved[4] = positions[4] + [0.35, 0.0, 0.0]  # 0.35 + 0.29 > 0.6
     state = update(state, moved, cell)
     assert int(state.n_rebuilds) == 1
-    assert_same_pairs(state.nl, moved, cell, (True,) * 3, 3.6)
-    state = update(state, moved, cell * 1.001)
-    assert int(state.n_rebuilds) == 2 and not state.did_overflow
-    assert_same_pairs(state.nl, moved, cell * 1.001, (True,) * 3, 3.6)
+    assert_same_pairs(state.nl, moved, cell, pbc, 3.6)
+    # affine deformations: expansion keeps the list; compression by e uses 3.0 e / (1 - e) Å of
+    # the skin, so up to e = 1/6 the kept list is still complete
+    for strain in (0.001, 0.05, -0.005, -0.16):
+        new_positions, new_cell = deformed(moved, cell, strain * np.eye(3))
+        state = update(state, new_positions, new_cell)
+        assert int(state.n_rebuilds) == 1 and not state.did_overflow
+        assert_holds_cutoff_pairs(state.nl, new_positions, new_cell, pbc, 3.0)
+    new_positions[4] += [0.0, 0.1, 0.0]  # 3.571 + 0.1 > 3.6
+    state = update(state, new_positions, new_cell)
+    assert int(state.n_rebuilds) == 2
+    if state.did_overflow:  # 69 % denser than at allocation
+        state = cell_list.allocate(new_positions, new_cell)
+    assert_same_pairs(state.nl, new_positions, new_cell, pbc, 3.6)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_jit_list_reused_along_random_deformations_holds_every_pair(seed):
+    """Random triclinic cells and pbc, small random cell deformations with atom moves
+    (unwrapped, as in MD): whenever the jit list is reused it holds every pair within
+    the cutoff, and it is reused on most steps."""
+    positions, cell, pbc, cutoff = random_neighbor_case(seed)
+    cell_list = CellList(cutoff, skin=0.5, pbc=pbc)
+    update = jax.jit(cell_list.update)
+    state = cell_list.allocate(positions, cell)
+    rng = np.random.default_rng(200 + seed)
+    for _ in range(40):
+        positions, cell = deformed(positions, cell, rng.uniform(-0.004, 0.004, (3, 3)))
+        positions = positions + rng.normal(0.0, 0.02, positions.shape)
+        state = update(state, positions, cell)
+        if state.did_overflow:
+            state = cell_list.allocate(positions, cell)
+        assert_holds_cutoff_pairs(state.nl, positions, cell, pbc, cutoff)
+    assert int(state.n_rebuilds) <= 25, int(state.n_rebuilds)
 
 
 def test_compression_overflows_and_reallocation_grows(periodic_case):

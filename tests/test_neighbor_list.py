@@ -12,7 +12,7 @@ from mlip.kernels.neighbor_list import (
     pairs_from_dense,
 )
 
-from conftest import ase_pairs, canonical, random_neighbor_case
+from conftest import ase_pairs, canonical, deformed, random_neighbor_case, within_cutoff, wrapped
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -55,33 +55,12 @@ def test_dense_capacity_grows_instead_of_dropping():
     np.testing.assert_array_equal(canonical(*pairs_from_dense(nl)), canonical(i, j, shifts))
 
 
-def within_cutoff(pairs, positions, cell, cutoff):
-    """Canonical rows of the pairs in ``pairs`` that are closer than ``cutoff`` now."""
-    i, j, shifts = pairs
-    distances = np.linalg.norm(positions[j] + shifts @ cell - positions[i], axis=1)
-    keep = distances < cutoff
-    return canonical(i[keep], j[keep], shifts[keep])
-
-
 def assert_valid(verlet, pairs, positions, cell, pbc):
     """The list holds no duplicate and exactly the pairs of a fresh build within the cutoff."""
     rows = canonical(*pairs)
     assert len(np.unique(rows, axis=0)) == len(rows)
     np.testing.assert_array_equal(within_cutoff(pairs, positions, cell, verlet.cutoff),
                                   canonical(*host_pairs(positions, cell, pbc, verlet.cutoff)))
-
-
-def deformed(positions, cell, strain):
-    """Positions and cell under the homogeneous deformation ``1 + strain`` (rows: r -> r F)."""
-    deformation = np.eye(3) + strain
-    return positions @ deformation, cell @ deformation
-
-
-def wrapped(positions, cell, pbc):
-    """Positions wrapped into the cell along periodic directions (as ``Atoms.wrap``)."""
-    fractional = positions @ np.linalg.inv(cell)
-    fractional[:, pbc] -= np.floor(fractional[:, pbc])
-    return fractional @ cell
 
 
 def test_verlet_list_rebuilds_only_when_two_atoms_used_up_the_skin():

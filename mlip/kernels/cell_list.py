@@ -27,9 +27,9 @@ Cost of the checks: non-finite positions are found on every ``update`` by the
 displacement reduction the Verlet test makes anyway.  Pairs closer than
 ``r_min`` are found at each rebuild from the squared distances the build computes
 anyway (one extra ``min`` per atom); between rebuilds the shortest distance can
-only have shrunk by twice the largest displacement, so nothing is computed unless
-that bound falls below ``r_min``, and then the distances of the listed pairs are
-checked exactly.
+only have shrunk by the two largest displacements and the cell's compression (see
+:meth:`CellList._skin_check`), so nothing is computed unless that bound falls below
+``r_min``, and then the distances of the listed pairs are checked exactly.
 
 Binning works in fractional coordinates of a *binning frame*: the cell vectors
 along periodic directions, and along open directions a vector sized to the extent
@@ -135,8 +135,7 @@ class CellListState:
     Attributes:
         nl: the dense neighbour list, pairs out to ``spec.cutoff``.
         reference_positions: positions at the last rebuild, Å.
-        reference_cell: cell at the last rebuild, Å (always the last cell given to
-            ``update``: a changed cell forces a rebuild).
+        reference_cell: cell at the last rebuild, Å.
         atom_mask: ``[N]`` True for real atoms, False for padding rows.
         error: ``int32`` bitmask of :class:`CellListError`; every bit stays set once
             raised, until the host allocates a new state.
@@ -270,8 +269,8 @@ class CellList:
     Args:
         cutoff: interaction cutoff, Å.
         skin: Verlet skin, Å; pairs are listed out to ``cutoff + skin`` and the list
-            is rebuilt once an atom has moved more than ``skin / 2`` or the cell
-            changed.
+            is rebuilt once the two largest atom displacements (affine cell
+            deformation removed) plus the cell's compression have used it up.
         pbc: periodicity along the three cell vectors.
         capacity_multiplier: headroom factor applied to the measured bin and
             neighbour counts at allocation.
@@ -403,18 +402,46 @@ class CellList:
     # ------------------------------------------------------------------ jit side
 
     def needs_rebuild(self, state: CellListState, positions, cell) -> jax.Array:
-        """True if an atom moved more than ``skin / 2`` or the cell changed (jit-able)."""
-        return self._needs_rebuild(state, self._max_squared_displacement(state, positions), cell)
+        """True unless the list provably still holds every pair within ``cutoff``
+        (jit-able; see :meth:`_skin_check`)."""
+        return self._skin_check(state, positions, cell)[0]
 
-    def _max_squared_displacement(self, state: CellListState, positions) -> jax.Array:
-        """Largest squared displacement of a real atom since the last rebuild, Å^2."""
-        moved = jnp.sum((positions - state.reference_positions) ** 2, axis=-1)
-        return jnp.max(jnp.where(state.atom_mask, moved, 0.0), initial=0.0)
+    def _skin_check(self, state: CellListState, positions, cell):
+        """``(rebuild_needed, stretch, movement, max_moved)`` of the Verlet criterion.
 
-    def _needs_rebuild(self, state: CellListState, max_moved, cell) -> jax.Array:
-        too_far = max_moved > (0.5 * self.skin) ** 2
-        cell_changed = jnp.any(cell != state.reference_cell)
-        return too_far | cell_changed | (self.skin == 0.0)
+        As for the host list (:class:`~mlip.kernels.neighbor_list.VerletNeighborList`),
+        positions are compared in fractional coordinates of the binning frame ``h``
+        (the cell along periodic directions, the fixed frame of the allocation along
+        open ones): with ``u = (r h^-1 - r0 h0^-1) h0`` an atom's displacement with the
+        affine cell deformation removed, a pair now closer than ``cutoff`` was closer
+        than ``stretch * cutoff + u_(1) + u_(2)`` at the rebuild, where
+        ``stretch = ||h^-1 h0||_2`` and ``u_(1), u_(2)`` are the two largest ``|u|``.
+        The list is kept while that stays within ``cutoff + skin`` (less a rounding
+        margin): a fixed cell never rebuilds before two atoms together moved ``skin``,
+        isotropic expansion costs nothing, compression by ``1 - e`` uses about
+        ``e * cutoff`` of the skin (NPT runs do not rebuild every step).  Positions
+        must not be wrapped between rebuilds (a wrapped atom counts as a long move
+        and forces a rebuild).  ``max_moved`` (largest ``|u|``, Å) is NaN or infinite
+        when a real atom's position is.
+        """
+        spec = state.spec
+        dtype = positions.dtype
+        pbc = np.array(spec.pbc)
+        open_frame = jnp.asarray(spec.open_frame, dtype)
+        frame = jnp.where(pbc[:, None], cell, open_frame)
+        reference_frame = jnp.where(pbc[:, None], state.reference_cell, open_frame)
+        inverse = jnp.linalg.inv(frame)
+        u = (positions @ inverse - state.reference_positions @ jnp.linalg.inv(reference_frame)) @ reference_frame
+        moved = jnp.where(state.atom_mask, jnp.sqrt(jnp.sum(u * u, axis=-1)), 0.0)
+        max_moved = jnp.max(moved, initial=0.0)
+        # one atom: only pairs with its own images, whose vectors u_i - u_j vanish
+        movement = jnp.sum(jax.lax.top_k(moved, 2)[0]) if moved.shape[0] > 1 else jnp.zeros((), dtype)
+        stretch = jnp.linalg.norm(inverse @ reference_frame, ord=2)
+        # rounding of the fractional coordinates: a few ulps of the largest coordinate
+        scale = jnp.max(jnp.where(state.atom_mask[:, None], jnp.abs(positions), 0.0), initial=0.0)
+        margin = 64 * jnp.finfo(dtype).eps * (scale + spec.cutoff)
+        keep = stretch * self.cutoff + movement + margin <= spec.cutoff  # False for NaN too
+        return ~keep | (self.skin == 0.0), stretch, movement, max_moved
 
     def update(self, state: CellListState, positions, cell) -> CellListState:
         """Rebuild the list if the skin is used up, and check the new positions
@@ -426,13 +453,11 @@ class CellList:
         them on the host with :meth:`CellListState.check`.
         """
         spec = state.spec
-        max_moved = self._max_squared_displacement(state, positions)
+        rebuild_needed, stretch, movement, max_moved = self._skin_check(state, positions, cell)
         # a NaN or infinite position of a real atom makes its displacement NaN or infinite, so the
-        # reduction the Verlet test needs anyway also finds it (and flags the absurd displacements,
-        # beyond 1e19 Å in float32, that overflow when squared)
+        # reduction the Verlet test needs anyway also finds it
         non_finite = ~jnp.isfinite(max_moved) | ~jnp.all(jnp.isfinite(cell))
         error = state.error | jnp.where(non_finite, jnp.int32(CellListError.NON_FINITE), jnp.int32(0))
-        rebuild_needed = self._needs_rebuild(state, max_moved, cell)
 
         def rebuild(error):
             nl, build_error, min_distance = _build_compiled(spec, positions, cell, state.atom_mask, self.batch_size)
@@ -450,11 +475,11 @@ class CellList:
         def keep_and_check(error):
             return keep(error | _listed_too_close_error(spec, positions, cell, state.nl))
 
-        # Between rebuilds every pair closer than r_min <= cutoff is listed (no atom moved more than
-        # skin / 2), and no listed distance shrank by more than twice the largest displacement: the
-        # listed pairs are measured only when that bound no longer keeps them beyond r_min.  One
-        # three-way switch, not nested conds: on a GPU each conditional waits for its predicate.
-        bound = state.reference_min_distance - 2.0 * jnp.sqrt(max_moved)
+        # Between rebuilds every pair closer than r_min <= cutoff is listed, and a listed distance
+        # d0 at the rebuild is now at least (d0 - u_(1) - u_(2)) / stretch: the listed pairs are
+        # measured only when that bound no longer keeps them beyond r_min.  One three-way switch,
+        # not nested conds: on a GPU each conditional waits for its predicate.
+        bound = (state.reference_min_distance - movement) / stretch
         branch = jnp.where(rebuild_needed, 2, jnp.where(bound < spec.r_min, 1, 0))
         return jax.lax.switch(branch, (keep, keep_and_check, rebuild), error)
 
