@@ -312,7 +312,7 @@ class CellList:
 
     # ----------------------------------------------------------------- host side
 
-    def allocate(self, positions, cell, atom_mask=None) -> CellListState:
+    def allocate(self, positions, cell, atom_mask=None, min_capacity: tuple[int, int] = (0, 0)) -> CellListState:
         """Measure the system on the host, fix the static sizes and build the list.
 
         Args:
@@ -320,6 +320,8 @@ class CellList:
             cell: ``[3, 3]`` cell vectors as rows, Å (ignored along open directions).
             atom_mask: ``[N]`` True for real atoms; padding rows get no neighbours
                 and are nobody's neighbour.  Default: all atoms are real.
+            min_capacity: ``(bin, neighbour)`` capacities to allocate at least (to
+                grow past a list that overflowed somewhere else along a trajectory).
 
         Raises:
             ValueError: a real atom's position is NaN or infinite, or two atoms are
@@ -350,8 +352,8 @@ class CellList:
             pbc=self.pbc,
             grid=grid,
             reach=reach,
-            bin_capacity=self._with_headroom(max_per_bin, 4),
-            neighbor_capacity=self._with_headroom(max_neighbors, 8),
+            bin_capacity=max(self._with_headroom(max_per_bin, 4), round_up(int(min_capacity[0]), 4)),
+            neighbor_capacity=max(self._with_headroom(max_neighbors, 8), round_up(int(min_capacity[1]), 8)),
             open_frame=tuple(tuple(float(x) for x in row) for row in np.where(pbc[:, None], 0.0, frame)),
             origin=tuple(float(x) for x in origin),
             r_min=self.r_min,

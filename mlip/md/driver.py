@@ -1,0 +1,424 @@
+"""The MD driver: compiled blocks of steps, overflow replay, thermo log, trajectory, restart.
+
+A run is a sequence of blocks of ``block`` steps, each one ``lax.scan`` of the
+ensemble's step compiled once (per neighbour-list size).  The jit cell list is
+updated inside every step.  After a block the host reads the list's error bits:
+
+* overflow (a bin or a neighbour row ran full, the cell shrank): the list is
+  reallocated, larger, at the block's end positions, and the block is replayed from
+  its saved start state, so no step is ever computed with missing neighbours and no
+  step is lost (replays use the same random numbers);
+* atoms closer than the model's ``r_min`` or non-finite positions: ``ValueError``
+  naming the atoms; a non-finite energy stops the run the same way.
+
+Output, all optional: a CSV thermo log every ``thermo_every`` steps, trajectory
+frames (extxyz or ASE ``.traj``, with energy, forces and, for periodic cells,
+stress) every ``trajectory_every`` steps, and a restart file (atomic, checksummed)
+every ``restart_every`` steps and at the end; ``resume=True`` continues a killed run
+from it, dropping log rows and frames written after it.  Units: temperature K,
+pressure GPa, time step and coupling times fs, thermo columns as named.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import msgpack
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from mlip.io import read_container, write_container
+from mlip.kernels.cell_list import CellListError, CellListState
+from mlip.md.ensembles import ENSEMBLES, Ensemble, StepParameters, init_state
+from mlip.md.state import MDState, kinetic_energy, pressure, volume
+from mlip.md.system import MDSystem
+from mlip.model import Model, virial_to_stress
+from mlip.precision import with_float64
+
+RESTART_MAGIC = b"MLIP-MD-RESTART\n"
+THERMO_COLUMNS = ("step", "time_ps", "temperature_K", "potential_eV", "kinetic_eV", "total_eV", "conserved_eV",
+                  "pressure_GPa", "volume_A3")
+_DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
+
+
+class MDError(ValueError):
+    """The run cannot go on (non-finite energy); the message says where."""
+
+
+@dataclass(frozen=True)
+class MDSettings:
+    """What to integrate and how (units in the names' docs).
+
+    Attributes:
+        ensemble: ``nve``, ``langevin`` (alias ``nvt``), ``nose-hoover`` or ``npt``.
+        temperature: target (and initial Maxwell-Boltzmann) temperature, K.
+        timestep: fs.
+        steps: total steps of the run (a resumed run continues up to it).
+        pressure: NPT target, GPa.
+        tau: thermostat coupling (damping) time, fs.
+        tau_p: barostat time, fs.
+        compressibility: NPT's guessed compressibility, 1/GPa.
+        chain_length: Nosé-Hoover chain length.
+        seed: initial velocities and stochastic steps.
+        initial_velocities: draw Maxwell-Boltzmann momenta at ``temperature`` (zero
+            total momentum) unless the atoms already carry momenta.
+        skin: neighbour-list skin, Å.
+        capacity_multiplier: headroom of the neighbour-list buffers (>= 1); an
+            overflow during the run grows them and replays the block.
+        dtype: ``float64`` or ``float32``.
+        block: steps per compiled block (between host checks).
+    """
+
+    ensemble: str = "nve"
+    temperature: float = 300.0
+    timestep: float = 1.0
+    steps: int = 1000
+    pressure: float = 0.0
+    tau: float = 100.0
+    tau_p: float = 1000.0
+    compressibility: float = 0.01
+    chain_length: int = 3
+    seed: int = 0
+    initial_velocities: bool = True
+    skin: float = 0.5
+    capacity_multiplier: float = 1.25
+    dtype: str = "float64"
+    block: int = 100
+
+    def __post_init__(self):
+        if self.ensemble not in ENSEMBLES:
+            raise ValueError(f"unknown ensemble {self.ensemble!r}; choose one of {sorted(ENSEMBLES)}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        for name in ("steps", "block"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < (0 if name == "steps" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} integer")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be >= 0 K, got {self.temperature}")
+        if not math.isfinite(self.pressure):
+            raise ValueError(f"pressure must be finite, got {self.pressure}")
+
+    def make_ensemble(self, force_field) -> Ensemble:
+        name = self.ensemble
+        if name == "nve":
+            return ENSEMBLES[name](force_field, self.timestep)
+        if name in ("langevin", "nvt"):
+            return ENSEMBLES[name](force_field, self.timestep, self.tau)
+        if name == "nose-hoover":
+            return ENSEMBLES[name](force_field, self.timestep, self.tau, self.chain_length)
+        return ENSEMBLES[name](force_field, self.timestep, self.tau, self.tau_p, self.compressibility)
+
+    def parameters(self, dtype) -> StepParameters:
+        return StepParameters(jnp.asarray(units.kB * self.temperature, dtype),
+                              jnp.asarray(self.pressure * units.GPa, dtype))
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where and how often to write (``None`` paths: not written)."""
+
+    thermo: str | os.PathLike | None = None
+    thermo_every: int = 10
+    trajectory: str | os.PathLike | None = None
+    trajectory_every: int = 100
+    restart: str | os.PathLike | None = None
+    restart_every: int = 1000
+
+
+@dataclass
+class MDResult:
+    """What a run produced.
+
+    Attributes:
+        atoms: final structure with momenta and a calculator holding energy, forces
+            (and stress for periodic cells).
+        thermo: ``[rows, len(THERMO_COLUMNS)]`` the logged thermo rows of this call.
+        steps: steps taken in this call.
+        seconds: wall time of the integration (compilation included).
+        compile_seconds: wall time of the first block (compilation and one block).
+        replays: blocks redone after a neighbour-list overflow.
+        neighbor_rebuilds: list rebuilds inside the compiled steps.
+        timestep_fs: the time step, fs.
+    """
+
+    atoms: Atoms
+    thermo: np.ndarray
+    steps: int
+    seconds: float
+    compile_seconds: float
+    replays: int
+    neighbor_rebuilds: int
+    timestep_fs: float
+    columns: tuple[str, ...] = field(default=THERMO_COLUMNS)
+
+    @property
+    def ns_per_day(self) -> float:
+        """Simulated ns per day of wall time (compilation included)."""
+        return 0.0 if self.seconds == 0 else self.steps * self.timestep_fs * 1e-6 / (self.seconds / 86400.0)
+
+
+def maxwell_boltzmann_momenta(masses: np.ndarray, temperature: float, seed: int) -> np.ndarray:
+    """Momenta (amu·Å/t) drawn at ``temperature`` (K) with zero total momentum,
+    rescaled so that the temperature over ``3N - 3`` degrees of freedom is exact."""
+    rng = np.random.default_rng(seed)
+    n = len(masses)
+    momenta = rng.normal(size=(n, 3)) * np.sqrt(masses * units.kB * temperature)[:, None]
+    momenta -= masses[:, None] * momenta.sum(axis=0) / masses.sum()
+    if n < 2 or temperature == 0:
+        return np.zeros((n, 3)) if temperature == 0 else momenta
+    kinetic = 0.5 * np.sum(momenta**2 / masses[:, None])
+    return momenta * np.sqrt(0.5 * (3 * n - 3) * units.kB * temperature / kinetic)
+
+
+class _Block:
+    """``lax.scan`` of ``n`` steps, jit-compiled once per ``n`` and neighbour spec;
+    returns the final state and neighbours and per-step observables."""
+
+    def __init__(self, ensemble: Ensemble):
+        self.ensemble = ensemble
+        self._compiled: dict[int, object] = {}
+
+    def __call__(self, state, neighbors, parameters, n: int):
+        if n not in self._compiled:
+            ensemble = self.ensemble
+
+            def block(state, neighbors, parameters):
+                def body(carry, _):
+                    state, neighbors = ensemble.step(*carry, parameters)
+                    kinetic = kinetic_energy(state)
+                    observed = jnp.stack([state.energy, kinetic, pressure(state, kinetic), volume(state.cell),
+                                          ensemble.conserved(state, parameters)])
+                    return (state, neighbors), observed
+
+                return jax.lax.scan(body, (state, neighbors), None, length=n)
+
+            self._compiled[n] = jax.jit(block)
+        (state, neighbors), observed = self._compiled[n](state, neighbors, parameters)
+        return state, neighbors, observed
+
+
+def _grow(system: MDSystem, state: MDState, previous: CellListState) -> CellListState:
+    """A larger list at ``state``'s positions: measured there with headroom, and at
+    least 1.5x the previous capacities (so repeated overflows always make progress)."""
+    spec = previous.spec
+    return system.cell_list.allocate(state.position, state.cell, atom_mask=system.atom_mask,
+                                     min_capacity=(math.ceil(1.5 * spec.bin_capacity),
+                                                   math.ceil(1.5 * spec.neighbor_capacity)))
+
+
+def _run_growing(run_block: _Block, system: MDSystem, state: MDState, neighbors: CellListState, parameters,
+                 n: int) -> tuple[MDState, CellListState, jax.Array, int]:
+    """``n`` steps from ``state``; on a neighbour-list overflow the list grows and
+    the steps are redone from ``state``.  Returns the new state and list, the
+    observables and the number of replays; bad positions are left in the list's
+    error bits."""
+    replays = 0
+    while True:
+        new_state, new_neighbors, observed = run_block(state, neighbors, parameters, n)
+        if new_neighbors.errors != CellListError.OVERFLOW:
+            return new_state, new_neighbors, observed, replays
+        neighbors = _grow(system, new_state, new_neighbors)
+        replays += 1
+
+
+def _raise_physical_problem(run_block: _Block, system: MDSystem, state: MDState, neighbors: CellListState,
+                            parameters, n: int) -> None:
+    """Replay a flagged block one step at a time from its start and raise the
+    ``ValueError`` of the first step whose positions are bad (atoms closer than
+    ``r_min`` or non-finite), naming the step and the atoms."""
+    for _ in range(n):
+        state, neighbors, _, _ = _run_growing(run_block, system, state, neighbors, parameters, 1)
+        if neighbors.errors:
+            try:
+                neighbors.check(state.position, state.cell)
+            except ValueError as error:
+                raise ValueError(f"step {int(state.step)}: {error}") from None
+    raise RuntimeError("a block flagged bad positions, but replaying it step by step did not; this is a bug")
+
+
+def _frame(system: MDSystem, state: MDState, step: int) -> Atoms:
+    atoms = system.to_atoms(state.position, state.momentum, state.cell)
+    n = system.n_atoms
+    results = {"energy": float(state.energy), "forces": np.asarray(state.force, np.float64)[:n]}
+    if all(system.pbc):
+        results["stress"] = virial_to_stress(np.asarray(state.virial, np.float64), np.asarray(state.cell))
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    atoms.info["step"] = step
+    return atoms
+
+
+def _trajectory_format(path: Path) -> str:
+    return "traj" if path.suffix == ".traj" else "extxyz"
+
+
+def _append_frame(path: Path, atoms: Atoms) -> None:
+    from ase.io import write
+
+    write(path, atoms, format=_trajectory_format(path), append=True)
+
+
+def _truncate_outputs(outputs: Outputs, step: int) -> None:
+    """Drop thermo rows and frames after ``step`` (written after the restart file)."""
+    if outputs.thermo and Path(outputs.thermo).exists():
+        with open(outputs.thermo, newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
+        temporary = Path(str(outputs.thermo) + ".tmp")
+        with open(temporary, "w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
+        os.replace(temporary, outputs.thermo)
+    if outputs.trajectory and Path(outputs.trajectory).exists():
+        from ase.io import read, write
+
+        path = Path(outputs.trajectory)
+        frames = [f for f in read(path, index=":", format=_trajectory_format(path)) if f.info.get("step", 0) <= step]
+        temporary = path.with_name(path.name + ".tmp" + path.suffix)
+        temporary.unlink(missing_ok=True)
+        if frames:
+            write(temporary, frames, format=_trajectory_format(path))
+            os.replace(temporary, path)
+        else:
+            path.unlink()
+
+
+def save_restart(path: str | os.PathLike, state: MDState, settings: MDSettings, system: MDSystem) -> None:
+    """Atomic, checksummed restart file of ``state``."""
+    payload = msgpack.packb({
+        "state": flax.serialization.to_bytes([np.asarray(x) for x in jax.tree_util.tree_leaves(state)]),
+        "meta": json.dumps({"settings": settings.__dict__, "n_atoms": system.n_atoms,
+                            "n_rows": int(system.position.shape[0]),
+                            "species": system.species.tolist(), "elements": list(system.model.elements)}),
+    }, use_bin_type=True)
+    write_container(path, payload, RESTART_MAGIC)
+
+
+def load_restart(path: str | os.PathLike, template: MDState, system: MDSystem) -> MDState:
+    """The state saved by :func:`save_restart`; ``ValueError`` if it belongs to another system."""
+    content = msgpack.unpackb(read_container(path, RESTART_MAGIC, "mlip MD restart"), raw=False)
+    meta = json.loads(content["meta"])
+    if meta["species"] != system.species.tolist() or meta["elements"] != list(system.model.elements):
+        raise ValueError(f"restart file {path} belongs to another system ({meta['n_atoms']} atoms of "
+                         f"{meta['elements']}), not to this one ({system.n_atoms} atoms)")
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    restored = flax.serialization.from_bytes([np.asarray(x) for x in leaves], content["state"])
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x, t.dtype) for x, t in zip(restored, leaves)])
+
+
+@with_float64
+def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outputs: Outputs = Outputs(),
+           resume: bool = False, progress: bool = False) -> MDResult:
+    """Integrate ``atoms`` with ``model`` as ``settings`` say, writing ``outputs``.
+
+    Raises:
+        ValueError: bad input (unknown element, atoms closer than ``r_min``, NaN),
+            atoms that came closer than ``r_min`` or left the finite range during
+            the run (named), a restart file of another system.
+        MDError: a non-finite energy.
+    """
+    dtype = _DTYPES[settings.dtype]
+    system = MDSystem.from_atoms(model, atoms, settings.skin, dtype, settings.capacity_multiplier)
+    force_field = system.force_field()
+    ensemble = settings.make_ensemble(force_field)
+    parameters = settings.parameters(dtype)
+
+    momenta = atoms.get_momenta() if atoms.has("momenta") else None
+    if momenta is None or not settings.initial_velocities or not np.any(momenta):
+        momenta = (maxwell_boltzmann_momenta(atoms.get_masses(), settings.temperature, settings.seed)
+                   if settings.initial_velocities else np.zeros((len(atoms), 3)))
+    momentum = np.zeros_like(system.position)
+    momentum[: system.n_atoms] = momenta
+    position = jnp.asarray(system.position, dtype)
+    cell = jnp.asarray(system.cell, dtype)
+    neighbors = system.allocate_neighbors(position, cell)
+    init = jax.jit(lambda *args: init_state(force_field, *args, chain_length=ensemble.chain_length))
+    state, neighbors = init(neighbors, position, jnp.asarray(momentum, dtype), jnp.asarray(system.mass, dtype),
+                            jnp.asarray(system.atom_mask), cell, jax.random.PRNGKey(settings.seed))
+    neighbors.check(state.position, state.cell)
+    if resume and outputs.restart and Path(outputs.restart).exists():
+        state = load_restart(outputs.restart, state, system)
+        neighbors = system.allocate_neighbors(state.position, state.cell)
+        _truncate_outputs(outputs, int(state.step))
+
+    block_length = settings.block
+    for path, every in ((outputs.trajectory, outputs.trajectory_every), (outputs.restart, outputs.restart_every)):
+        if path:
+            block_length = math.gcd(block_length, int(every))
+    thermo_every = int(outputs.thermo_every)
+    if outputs.thermo:
+        Path(outputs.thermo).parent.mkdir(parents=True, exist_ok=True)
+        if not Path(outputs.thermo).exists():
+            with open(outputs.thermo, "w", newline="") as handle:
+                csv.writer(handle).writerow(THERMO_COLUMNS)
+    if outputs.trajectory:
+        Path(outputs.trajectory).parent.mkdir(parents=True, exist_ok=True)
+    dof = ensemble.degrees_of_freedom(system.n_atoms)
+    run_block = _Block(ensemble)
+
+    start_step = int(state.step)
+    rows, replays, rebuilds = [], 0, 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=settings.steps, initial=min(start_step, settings.steps), unit="step", desc=ensemble.name)
+    started = time.perf_counter()
+    compile_seconds = 0.0
+    step = start_step
+    while step < settings.steps:
+        n = min(block_length, settings.steps - step)
+        new_state, new_neighbors, observed, replayed = _run_growing(run_block, system, state, neighbors,
+                                                                    parameters, n)
+        replays += replayed
+        if new_neighbors.errors:
+            _raise_physical_problem(run_block, system, state, neighbors, parameters, n)
+        observed = np.asarray(observed, np.float64)
+        if not np.all(np.isfinite(observed[:, 0])):
+            bad = step + 1 + int(np.flatnonzero(~np.isfinite(observed[:, 0]))[0])
+            raise MDError(f"the potential energy became non-finite at step {bad}; the last finite state is "
+                          f"step {step}" + (f" (restart file {outputs.restart})" if outputs.restart else ""))
+        rebuilds += int(new_neighbors.n_rebuilds) - (0 if replayed else int(neighbors.n_rebuilds))
+        state, neighbors = new_state, new_neighbors
+        if compile_seconds == 0.0:
+            compile_seconds = time.perf_counter() - started
+        steps = np.arange(step + 1, step + n + 1)
+        logged = steps % thermo_every == 0
+        for s, (potential, kinetic, p, v, conserved) in zip(steps[logged], observed[logged]):
+            rows.append([s, s * settings.timestep * 1e-3, 2.0 * kinetic / (dof * units.kB), potential, kinetic,
+                         potential + kinetic, conserved, p / units.GPa, v])
+        if outputs.thermo and logged.any():
+            with open(outputs.thermo, "a", newline="") as handle:
+                csv.writer(handle).writerows(
+                    [[int(r[0])] + [f"{x:.10g}" for x in r[1:]] for r in rows[-int(logged.sum()):]])
+        step += n
+        if outputs.trajectory and step % outputs.trajectory_every == 0:
+            _append_frame(Path(outputs.trajectory), _frame(system, state, step))
+        if outputs.restart and (step % outputs.restart_every == 0 or step == settings.steps):
+            save_restart(outputs.restart, state, settings, system)
+        if bar is not None:
+            elapsed = time.perf_counter() - started
+            bar.update(n)
+            bar.set_postfix_str(f"{(step - start_step) * settings.timestep * 1e-6 / (elapsed / 86400):.3g} ns/day")
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - started
+    result = MDResult(_frame(system, state, step), np.array(rows, np.float64).reshape(-1, len(THERMO_COLUMNS)),
+                      step - start_step, seconds, compile_seconds, replays, rebuilds, settings.timestep)
+    return result
+
+
+def thermo_table(result: MDResult, columns: Sequence[str] = THERMO_COLUMNS, last: int = 5) -> str:
+    """The last ``last`` thermo rows as aligned text."""
+    header = " ".join(f"{c:>14s}" for c in columns)
+    lines = [header] + [" ".join(f"{x:14.6g}" for x in row) for row in result.thermo[-last:]]
+    return "\n".join(lines)
