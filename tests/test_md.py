@@ -155,3 +155,26 @@ def test_bad_settings_are_rejected():
         MDSettings("npH")
     with pytest.raises(ValueError, match="steps"):
         MDSettings(steps=-1)
+
+
+def test_md_command_runs_and_writes_its_outputs(si_model, tmp_path, capsys):
+    from ase.io import write
+
+    from mlip.cli import main
+    from mlip.io import save_model
+
+    save_model(si_model, tmp_path / "si.mlip")
+    write(tmp_path / "start.extxyz", diamond())
+    status = main(["md", str(tmp_path / "si.mlip"), str(tmp_path / "start.extxyz"), "--ensemble", "nvt",
+                   "--temperature", "300", "--steps", "20", "--block", "10", "--thermo-every", "5",
+                   "--thermo", str(tmp_path / "thermo.csv"), "--trajectory", str(tmp_path / "md.traj"),
+                   "--trajectory-every", "10", "--no-progress"])
+    assert status == 0
+    assert "20 steps in" in capsys.readouterr().out
+    with open(tmp_path / "thermo.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
+    from ase.io import read
+
+    assert len(read(tmp_path / "md.traj", index=":")) == 2
+    assert main(["md", str(tmp_path / "si.mlip"), str(tmp_path / "start.extxyz"), "--steps", "-3"]) == 1

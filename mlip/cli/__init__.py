@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "evaluate": "Error metrics and parity plots of a model on labelled data",
     "template": "Print a commented default config",
     "validate": "Check a training config and its data without training",
+    "md": "Compiled molecular dynamics (NVE, NVT, NPT) with a model",
 }
 
 

@@ -41,6 +41,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from mlip.io import read_container, write_container
 from mlip.kernels.cell_list import CellListError, CellListState
 from mlip.md.ensembles import ENSEMBLES, Ensemble, StepParameters, init_state
+from mlip.md.settings import MDSettings, Outputs
 from mlip.md.state import MDState, kinetic_energy, pressure, volume
 from mlip.md.system import MDSystem
 from mlip.model import Model, virial_to_stress
@@ -56,84 +57,22 @@ class MDError(ValueError):
     """The run cannot go on (non-finite energy); the message says where."""
 
 
-@dataclass(frozen=True)
-class MDSettings:
-    """What to integrate and how (units in the names' docs).
-
-    Attributes:
-        ensemble: ``nve``, ``langevin`` (alias ``nvt``), ``nose-hoover`` or ``npt``.
-        temperature: target (and initial Maxwell-Boltzmann) temperature, K.
-        timestep: fs.
-        steps: total steps of the run (a resumed run continues up to it).
-        pressure: NPT target, GPa.
-        tau: thermostat coupling (damping) time, fs.
-        tau_p: barostat time, fs.
-        compressibility: NPT's guessed compressibility, 1/GPa.
-        chain_length: Nosé-Hoover chain length.
-        seed: initial velocities and stochastic steps.
-        initial_velocities: draw Maxwell-Boltzmann momenta at ``temperature`` (zero
-            total momentum) unless the atoms already carry momenta.
-        skin: neighbour-list skin, Å.
-        capacity_multiplier: headroom of the neighbour-list buffers (>= 1); an
-            overflow during the run grows them and replays the block.
-        dtype: ``float64`` or ``float32``.
-        block: steps per compiled block (between host checks).
-    """
-
-    ensemble: str = "nve"
-    temperature: float = 300.0
-    timestep: float = 1.0
-    steps: int = 1000
-    pressure: float = 0.0
-    tau: float = 100.0
-    tau_p: float = 1000.0
-    compressibility: float = 0.01
-    chain_length: int = 3
-    seed: int = 0
-    initial_velocities: bool = True
-    skin: float = 0.5
-    capacity_multiplier: float = 1.25
-    dtype: str = "float64"
-    block: int = 100
-
-    def __post_init__(self):
-        if self.ensemble not in ENSEMBLES:
-            raise ValueError(f"unknown ensemble {self.ensemble!r}; choose one of {sorted(ENSEMBLES)}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
-        for name in ("steps", "block"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < (0 if name == "steps" else 1):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} integer")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(f"temperature must be >= 0 K, got {self.temperature}")
-        if not math.isfinite(self.pressure):
-            raise ValueError(f"pressure must be finite, got {self.pressure}")
-
-    def make_ensemble(self, force_field) -> Ensemble:
-        name = self.ensemble
-        if name == "nve":
-            return ENSEMBLES[name](force_field, self.timestep)
-        if name in ("langevin", "nvt"):
-            return ENSEMBLES[name](force_field, self.timestep, self.tau)
-        if name == "nose-hoover":
-            return ENSEMBLES[name](force_field, self.timestep, self.tau, self.chain_length)
-        return ENSEMBLES[name](force_field, self.timestep, self.tau, self.tau_p, self.compressibility)
-
-    def parameters(self, dtype) -> StepParameters:
-        return StepParameters(jnp.asarray(units.kB * self.temperature, dtype),
-                              jnp.asarray(self.pressure * units.GPa, dtype))
+def make_ensemble(settings: MDSettings, force_field) -> Ensemble:
+    """The integrator ``settings`` name, with its time step and coupling times."""
+    name = settings.ensemble
+    if name == "nve":
+        return ENSEMBLES[name](force_field, settings.timestep)
+    if name in ("langevin", "nvt"):
+        return ENSEMBLES[name](force_field, settings.timestep, settings.tau)
+    if name == "nose-hoover":
+        return ENSEMBLES[name](force_field, settings.timestep, settings.tau, settings.chain_length)
+    return ENSEMBLES[name](force_field, settings.timestep, settings.tau, settings.tau_p, settings.compressibility)
 
 
-@dataclass(frozen=True)
-class Outputs:
-    """Where and how often to write (``None`` paths: not written)."""
-
-    thermo: str | os.PathLike | None = None
-    thermo_every: int = 10
-    trajectory: str | os.PathLike | None = None
-    trajectory_every: int = 100
-    restart: str | os.PathLike | None = None
-    restart_every: int = 1000
+def step_parameters(settings: MDSettings, dtype) -> StepParameters:
+    """``kT`` (eV) and the target pressure (eV/Å^3) of ``settings``."""
+    return StepParameters(jnp.asarray(units.kB * settings.temperature, dtype),
+                          jnp.asarray(settings.pressure * units.GPa, dtype))
 
 
 @dataclass
@@ -263,9 +202,15 @@ def _trajectory_format(path: Path) -> str:
 
 
 def _append_frame(path: Path, atoms: Atoms) -> None:
+    if _trajectory_format(path) == "traj":
+        from ase.io.trajectory import Trajectory
+
+        with Trajectory(path, "a") as trajectory:
+            trajectory.write(atoms)
+        return
     from ase.io import write
 
-    write(path, atoms, format=_trajectory_format(path), append=True)
+    write(path, atoms, format="extxyz", append=True)
 
 
 def _truncate_outputs(outputs: Outputs, step: int) -> None:
@@ -329,8 +274,8 @@ def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outp
     dtype = _DTYPES[settings.dtype]
     system = MDSystem.from_atoms(model, atoms, settings.skin, dtype, settings.capacity_multiplier)
     force_field = system.force_field()
-    ensemble = settings.make_ensemble(force_field)
-    parameters = settings.parameters(dtype)
+    ensemble = make_ensemble(settings, force_field)
+    parameters = step_parameters(settings, dtype)
 
     momenta = atoms.get_momenta() if atoms.has("momenta") else None
     if momenta is None or not settings.initial_velocities or not np.any(momenta):

@@ -1,0 +1,61 @@
+"""``mlip md MODEL STRUCTURE``: compiled molecular dynamics (NVE, NVT, NPT)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mlip.md.settings import ENSEMBLE_NAMES, MDSettings, Outputs
+
+    d, o = MDSettings(), Outputs()
+    parser.add_argument("model", help="model file (.mlip)")
+    parser.add_argument("structure", help="starting structure, any file ASE reads (last frame is used)")
+    parser.add_argument("--ensemble", default=d.ensemble, choices=ENSEMBLE_NAMES,
+                        help="nvt = langevin; npt = stochastic cell rescaling with Langevin (default %(default)s)")
+    parser.add_argument("--temperature", type=float, default=d.temperature, help="K (default %(default)s)")
+    parser.add_argument("--timestep", type=float, default=d.timestep, help="fs (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=d.steps, help="total steps (default %(default)s)")
+    parser.add_argument("--pressure", type=float, default=d.pressure, help="NPT target, GPa (default %(default)s)")
+    parser.add_argument("--tau", type=float, default=d.tau, help="thermostat time, fs (default %(default)s)")
+    parser.add_argument("--tau-p", type=float, default=d.tau_p, help="barostat time, fs (default %(default)s)")
+    parser.add_argument("--compressibility", type=float, default=d.compressibility,
+                        help="NPT compressibility guess, 1/GPa (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--keep-velocities", action="store_true",
+                        help="use the structure's momenta instead of Maxwell-Boltzmann ones")
+    parser.add_argument("--skin", type=float, default=d.skin, help="neighbour-list skin, Å (default %(default)s)")
+    parser.add_argument("--dtype", default=d.dtype, choices=["float64", "float32"])
+    parser.add_argument("--block", type=int, default=d.block, help="steps per compiled block (default %(default)s)")
+    parser.add_argument("--thermo", default="md_thermo.csv", help="thermo log CSV (default %(default)s)")
+    parser.add_argument("--thermo-every", type=int, default=o.thermo_every)
+    parser.add_argument("--trajectory", default=None, help="frames file (.extxyz or .traj)")
+    parser.add_argument("--trajectory-every", type=int, default=o.trajectory_every)
+    parser.add_argument("--restart", default=None, help="restart file (written every --restart-every steps)")
+    parser.add_argument("--restart-every", type=int, default=o.restart_every)
+    parser.add_argument("--resume", action="store_true", help="continue from --restart if it exists")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ase.io import read
+
+    from mlip.io import load_model
+    from mlip.md.driver import run_md, thermo_table
+    from mlip.md.settings import MDSettings, Outputs
+
+    model = load_model(args.model)
+    atoms = read(args.structure, index=-1)
+    if not args.keep_velocities and atoms.has("momenta"):
+        del atoms.arrays["momenta"]  # Maxwell-Boltzmann momenta at --temperature instead
+    settings = MDSettings(args.ensemble, args.temperature, args.timestep, args.steps, args.pressure, args.tau,
+                          args.tau_p, args.compressibility, seed=args.seed, skin=args.skin, dtype=args.dtype,
+                          block=args.block)
+    outputs = Outputs(args.thermo, args.thermo_every, args.trajectory, args.trajectory_every, args.restart,
+                      args.restart_every)
+    result = run_md(model, atoms, settings, outputs, resume=args.resume, progress=not args.no_progress)
+    print(thermo_table(result))
+    print(f"{result.steps} steps in {result.seconds:.1f} s ({result.ns_per_day:.3g} ns/day incl. "
+          f"{result.compile_seconds:.1f} s for the first block), {result.neighbor_rebuilds} neighbour-list "
+          f"rebuilds, {result.replays} replayed block(s); thermo log {args.thermo}")
+    return 0

@@ -1,0 +1,77 @@
+"""Settings of an MD run and of its output (plain dataclasses, no JAX import, so the
+CLI can build its parser from the defaults cheaply)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+ENSEMBLE_NAMES = ("nve", "langevin", "nvt", "nose-hoover", "npt")
+DTYPE_NAMES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class MDSettings:
+    """What to integrate and how (units in the names' docs).
+
+    Attributes:
+        ensemble: ``nve``, ``langevin`` (alias ``nvt``), ``nose-hoover`` or ``npt``.
+        temperature: target (and initial Maxwell-Boltzmann) temperature, K.
+        timestep: fs.
+        steps: total steps of the run (a resumed run continues up to it).
+        pressure: NPT target, GPa.
+        tau: thermostat coupling (damping) time, fs.
+        tau_p: barostat time, fs.
+        compressibility: NPT's guessed compressibility, 1/GPa.
+        chain_length: Nosé-Hoover chain length.
+        seed: initial velocities and stochastic steps.
+        initial_velocities: draw Maxwell-Boltzmann momenta at ``temperature`` (zero
+            total momentum) unless the atoms already carry momenta.
+        skin: neighbour-list skin, Å.
+        capacity_multiplier: headroom of the neighbour-list buffers (>= 1); an
+            overflow during the run grows them and replays the block.
+        dtype: ``float64`` or ``float32``.
+        block: steps per compiled block (between host checks).
+    """
+
+    ensemble: str = "nve"
+    temperature: float = 300.0
+    timestep: float = 1.0
+    steps: int = 1000
+    pressure: float = 0.0
+    tau: float = 100.0
+    tau_p: float = 1000.0
+    compressibility: float = 0.01
+    chain_length: int = 3
+    seed: int = 0
+    initial_velocities: bool = True
+    skin: float = 0.5
+    capacity_multiplier: float = 1.25
+    dtype: str = "float64"
+    block: int = 100
+
+    def __post_init__(self):
+        if self.ensemble not in ENSEMBLE_NAMES:
+            raise ValueError(f"unknown ensemble {self.ensemble!r}; choose one of {sorted(ENSEMBLE_NAMES)}")
+        if self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPE_NAMES)}, got {self.dtype!r}")
+        for name in ("steps", "block"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < (0 if name == "steps" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} integer")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be >= 0 K, got {self.temperature}")
+        if not math.isfinite(self.pressure):
+            raise ValueError(f"pressure must be finite, got {self.pressure}")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where and how often to write (``None`` paths: not written)."""
+
+    thermo: str | os.PathLike | None = None
+    thermo_every: int = 10
+    trajectory: str | os.PathLike | None = None
+    trajectory_every: int = 100
+    restart: str | os.PathLike | None = None
+    restart_every: int = 1000
