@@ -40,7 +40,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip.io import read_container, write_container
 from mlip.kernels.cell_list import CellListError, CellListState
-from mlip.md.ensembles import ENSEMBLES, Ensemble, StepParameters, init_state
+from mlip.md.ensembles import ENSEMBLES, Ensemble, ForceField, StepParameters, init_state, uncoupled
 from mlip.md.settings import MDSettings, Outputs
 from mlip.md.state import MDState, kinetic_energy, pressure, volume
 from mlip.md.system import MDSystem
@@ -49,7 +49,7 @@ from mlip.precision import with_float64
 
 RESTART_MAGIC = b"MLIP-MD-RESTART\n"
 THERMO_COLUMNS = ("step", "time_ps", "temperature_K", "potential_eV", "kinetic_eV", "total_eV", "conserved_eV",
-                  "pressure_GPa", "volume_A3")
+                  "pressure_GPa", "volume_A3", "dudl_eV")
 _DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
 
 
@@ -67,12 +67,6 @@ def make_ensemble(settings: MDSettings, force_field) -> Ensemble:
     if name == "nose-hoover":
         return ENSEMBLES[name](force_field, settings.timestep, settings.tau, settings.chain_length)
     return ENSEMBLES[name](force_field, settings.timestep, settings.tau, settings.tau_p, settings.compressibility)
-
-
-def step_parameters(settings: MDSettings, dtype) -> StepParameters:
-    """``kT`` (eV) and the target pressure (eV/Å^3) of ``settings``."""
-    return StepParameters(jnp.asarray(units.kB * settings.temperature, dtype),
-                          jnp.asarray(settings.pressure * units.GPa, dtype))
 
 
 @dataclass
@@ -137,7 +131,7 @@ class _Block:
                     state, neighbors = ensemble.step(*carry, parameters)
                     kinetic = kinetic_energy(state)
                     observed = jnp.stack([state.energy, kinetic, pressure(state, kinetic), volume(state.cell),
-                                          ensemble.conserved(state, parameters)])
+                                          ensemble.conserved(state, parameters), state.dudl])
                     return (state, neighbors), observed
 
                 return jax.lax.scan(body, (state, neighbors), None, length=n)
@@ -260,6 +254,156 @@ def load_restart(path: str | os.PathLike, template: MDState, system: MDSystem) -
     return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x, t.dtype) for x, t in zip(restored, leaves)])
 
 
+@dataclass
+class Segment:
+    """What :meth:`Simulation.run` produced (host side).
+
+    Attributes:
+        state, neighbors: where the run ended.
+        thermo: ``[rows, len(THERMO_COLUMNS)]`` rows logged every ``thermo_every`` steps.
+        seconds, compile_seconds: wall time in all and of the first block.
+        replays, neighbor_rebuilds: blocks redone after an overflow; list rebuilds.
+    """
+
+    state: MDState
+    neighbors: CellListState
+    thermo: np.ndarray
+    seconds: float
+    compile_seconds: float
+    replays: int
+    neighbor_rebuilds: int
+
+
+class Simulation:
+    """A system, a force field and an ensemble, compiled once: segments with other
+    temperatures, pressures or coupling parameters ``lam`` (all traced) reuse the
+    compiled blocks.
+
+    Args:
+        system: the padded system (:class:`~mlip.md.system.MDSystem`).
+        settings: ensemble, time step, coupling times, seed, dtype, block length.
+        force_field: ``(position, cell, neighbors, lam) -> (neighbors, E, F, W, dU/dλ)``;
+            default: the system's model.
+    """
+
+    def __init__(self, system: MDSystem, settings: MDSettings, force_field: ForceField | None = None):
+        self.system = system
+        self.settings = settings
+        self.force_field = uncoupled(system.potential()) if force_field is None else force_field
+        self.ensemble = make_ensemble(settings, self.force_field)
+        self.dof = self.ensemble.degrees_of_freedom(system.n_atoms)
+        self._block = _Block(self.ensemble)
+        force_field_, chain_length = self.force_field, self.ensemble.chain_length
+        self._init = jax.jit(lambda *args: init_state(force_field_, *args, chain_length=chain_length))
+
+    def parameters(self, temperature: float | None = None, pressure: float | None = None,
+                   lam: float = 0.0) -> StepParameters:
+        """Traced step parameters: temperature K and pressure GPa (default: the
+        settings'), coupling parameter ``lam``."""
+        dtype = self.system.dtype
+        temperature = self.settings.temperature if temperature is None else temperature
+        pressure = self.settings.pressure if pressure is None else pressure
+        return StepParameters(jnp.asarray(units.kB * temperature, dtype), jnp.asarray(pressure * units.GPa, dtype),
+                              jnp.asarray(lam, dtype))
+
+    def initial_state(self, momenta: np.ndarray, parameters: StepParameters, position=None,
+                      cell=None) -> tuple[MDState, CellListState]:
+        """State at the system's positions (or ``position``, ``cell``) with ``momenta``
+        (``[n_atoms, 3]`` amu·Å/t) and forces evaluated, and a fresh neighbour list."""
+        system, dtype = self.system, self.system.dtype
+        momentum = np.zeros_like(system.position)
+        momentum[: system.n_atoms] = momenta
+        position = jnp.asarray(system.position if position is None else position, dtype)
+        cell = jnp.asarray(system.cell if cell is None else cell, dtype)
+        neighbors = system.allocate_neighbors(position, cell)
+        state, neighbors = self._init(neighbors, position, jnp.asarray(momentum, dtype),
+                                      jnp.asarray(system.mass, dtype), jnp.asarray(system.atom_mask), cell,
+                                      jax.random.PRNGKey(self.settings.seed), parameters.lam)
+        neighbors.check(state.position, state.cell)
+        return state, neighbors
+
+    def run(self, state: MDState, neighbors: CellListState, parameters: StepParameters, until: int,
+            outputs: Outputs = Outputs(), progress: bool = False) -> Segment:
+        """Integrate from ``state`` up to step ``until``, writing ``outputs``.
+
+        Raises:
+            ValueError: atoms came closer than ``r_min`` or non-finite positions
+                (the step and the atoms are named).
+            MDError: a non-finite energy.
+        """
+        system, settings = self.system, self.settings
+        block_length = settings.block
+        for path, every in ((outputs.trajectory, outputs.trajectory_every), (outputs.restart, outputs.restart_every)):
+            if path:
+                block_length = math.gcd(block_length, int(every))
+        thermo_every = int(outputs.thermo_every)
+        if outputs.thermo:
+            Path(outputs.thermo).parent.mkdir(parents=True, exist_ok=True)
+            if not Path(outputs.thermo).exists():
+                with open(outputs.thermo, "w", newline="") as handle:
+                    csv.writer(handle).writerow(THERMO_COLUMNS)
+        if outputs.trajectory:
+            Path(outputs.trajectory).parent.mkdir(parents=True, exist_ok=True)
+        start_step = step = int(state.step)
+        rows, replays, rebuilds = [], 0, 0
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=until, initial=min(start_step, until), unit="step", desc=self.ensemble.name)
+        started = time.perf_counter()
+        compile_seconds = 0.0
+        while step < until:
+            n = min(block_length, until - step)
+            new_state, new_neighbors, observed, replayed = _run_growing(self._block, system, state, neighbors,
+                                                                        parameters, n)
+            replays += replayed
+            if new_neighbors.errors:
+                _raise_physical_problem(self._block, system, state, neighbors, parameters, n)
+            observed = np.asarray(observed, np.float64)
+            if not np.all(np.isfinite(observed[:, 0])):
+                bad = step + 1 + int(np.flatnonzero(~np.isfinite(observed[:, 0]))[0])
+                raise MDError(f"the potential energy became non-finite at step {bad}; the last finite state is "
+                              f"step {step}" + (f" (restart file {outputs.restart})" if outputs.restart else ""))
+            rebuilds += int(new_neighbors.n_rebuilds) - (0 if replayed else int(neighbors.n_rebuilds))
+            state, neighbors = new_state, new_neighbors
+            if compile_seconds == 0.0:
+                compile_seconds = time.perf_counter() - started
+            steps = np.arange(step + 1, step + n + 1)
+            logged = steps % thermo_every == 0
+            for s, (potential, kinetic, p, v, conserved, dudl) in zip(steps[logged], observed[logged]):
+                rows.append([s, s * settings.timestep * 1e-3, 2.0 * kinetic / (self.dof * units.kB), potential,
+                             kinetic, potential + kinetic, conserved, p / units.GPa, v, dudl])
+            if outputs.thermo and logged.any():
+                with open(outputs.thermo, "a", newline="") as handle:
+                    csv.writer(handle).writerows(
+                        [[int(r[0])] + [f"{x:.10g}" for x in r[1:]] for r in rows[-int(logged.sum()):]])
+            step += n
+            if outputs.trajectory and step % outputs.trajectory_every == 0:
+                _append_frame(Path(outputs.trajectory), _frame(system, state, step))
+            if outputs.restart and (step % outputs.restart_every == 0 or step == until):
+                save_restart(outputs.restart, state, settings, system)
+            if bar is not None:
+                elapsed = time.perf_counter() - started
+                bar.update(n)
+                bar.set_postfix_str(f"{(step - start_step) * settings.timestep * 1e-6 / (elapsed / 86400):.3g} ns/day")
+        if bar is not None:
+            bar.close()
+        return Segment(state, neighbors, np.array(rows, np.float64).reshape(-1, len(THERMO_COLUMNS)),
+                       time.perf_counter() - started, compile_seconds, replays, rebuilds)
+
+
+def initial_momenta(atoms: Atoms, settings: MDSettings) -> np.ndarray:
+    """The atoms' own momenta if they have non-zero ones, else Maxwell-Boltzmann
+    momenta at the settings' temperature (zeros with ``initial_velocities=False``)."""
+    momenta = atoms.get_momenta() if atoms.has("momenta") else None
+    if momenta is not None and np.any(momenta):
+        return momenta
+    if not settings.initial_velocities:
+        return np.zeros((len(atoms), 3))
+    return maxwell_boltzmann_momenta(atoms.get_masses(), settings.temperature, settings.seed)
+
+
 @with_float64
 def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outputs: Outputs = Outputs(),
            resume: bool = False, progress: bool = False) -> MDResult:
@@ -271,95 +415,19 @@ def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outp
             the run (named), a restart file of another system.
         MDError: a non-finite energy.
     """
-    dtype = _DTYPES[settings.dtype]
-    system = MDSystem.from_atoms(model, atoms, settings.skin, dtype, settings.capacity_multiplier)
-    force_field = system.force_field()
-    ensemble = make_ensemble(settings, force_field)
-    parameters = step_parameters(settings, dtype)
-
-    momenta = atoms.get_momenta() if atoms.has("momenta") else None
-    if momenta is None or not settings.initial_velocities or not np.any(momenta):
-        momenta = (maxwell_boltzmann_momenta(atoms.get_masses(), settings.temperature, settings.seed)
-                   if settings.initial_velocities else np.zeros((len(atoms), 3)))
-    momentum = np.zeros_like(system.position)
-    momentum[: system.n_atoms] = momenta
-    position = jnp.asarray(system.position, dtype)
-    cell = jnp.asarray(system.cell, dtype)
-    neighbors = system.allocate_neighbors(position, cell)
-    init = jax.jit(lambda *args: init_state(force_field, *args, chain_length=ensemble.chain_length))
-    state, neighbors = init(neighbors, position, jnp.asarray(momentum, dtype), jnp.asarray(system.mass, dtype),
-                            jnp.asarray(system.atom_mask), cell, jax.random.PRNGKey(settings.seed))
-    neighbors.check(state.position, state.cell)
+    system = MDSystem.from_atoms(model, atoms, settings.skin, _DTYPES[settings.dtype], settings.capacity_multiplier)
+    simulation = Simulation(system, settings)
+    parameters = simulation.parameters()
+    state, neighbors = simulation.initial_state(initial_momenta(atoms, settings), parameters)
     if resume and outputs.restart and Path(outputs.restart).exists():
         state = load_restart(outputs.restart, state, system)
         neighbors = system.allocate_neighbors(state.position, state.cell)
         _truncate_outputs(outputs, int(state.step))
-
-    block_length = settings.block
-    for path, every in ((outputs.trajectory, outputs.trajectory_every), (outputs.restart, outputs.restart_every)):
-        if path:
-            block_length = math.gcd(block_length, int(every))
-    thermo_every = int(outputs.thermo_every)
-    if outputs.thermo:
-        Path(outputs.thermo).parent.mkdir(parents=True, exist_ok=True)
-        if not Path(outputs.thermo).exists():
-            with open(outputs.thermo, "w", newline="") as handle:
-                csv.writer(handle).writerow(THERMO_COLUMNS)
-    if outputs.trajectory:
-        Path(outputs.trajectory).parent.mkdir(parents=True, exist_ok=True)
-    dof = ensemble.degrees_of_freedom(system.n_atoms)
-    run_block = _Block(ensemble)
-
     start_step = int(state.step)
-    rows, replays, rebuilds = [], 0, 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=settings.steps, initial=min(start_step, settings.steps), unit="step", desc=ensemble.name)
-    started = time.perf_counter()
-    compile_seconds = 0.0
-    step = start_step
-    while step < settings.steps:
-        n = min(block_length, settings.steps - step)
-        new_state, new_neighbors, observed, replayed = _run_growing(run_block, system, state, neighbors,
-                                                                    parameters, n)
-        replays += replayed
-        if new_neighbors.errors:
-            _raise_physical_problem(run_block, system, state, neighbors, parameters, n)
-        observed = np.asarray(observed, np.float64)
-        if not np.all(np.isfinite(observed[:, 0])):
-            bad = step + 1 + int(np.flatnonzero(~np.isfinite(observed[:, 0]))[0])
-            raise MDError(f"the potential energy became non-finite at step {bad}; the last finite state is "
-                          f"step {step}" + (f" (restart file {outputs.restart})" if outputs.restart else ""))
-        rebuilds += int(new_neighbors.n_rebuilds) - (0 if replayed else int(neighbors.n_rebuilds))
-        state, neighbors = new_state, new_neighbors
-        if compile_seconds == 0.0:
-            compile_seconds = time.perf_counter() - started
-        steps = np.arange(step + 1, step + n + 1)
-        logged = steps % thermo_every == 0
-        for s, (potential, kinetic, p, v, conserved) in zip(steps[logged], observed[logged]):
-            rows.append([s, s * settings.timestep * 1e-3, 2.0 * kinetic / (dof * units.kB), potential, kinetic,
-                         potential + kinetic, conserved, p / units.GPa, v])
-        if outputs.thermo and logged.any():
-            with open(outputs.thermo, "a", newline="") as handle:
-                csv.writer(handle).writerows(
-                    [[int(r[0])] + [f"{x:.10g}" for x in r[1:]] for r in rows[-int(logged.sum()):]])
-        step += n
-        if outputs.trajectory and step % outputs.trajectory_every == 0:
-            _append_frame(Path(outputs.trajectory), _frame(system, state, step))
-        if outputs.restart and (step % outputs.restart_every == 0 or step == settings.steps):
-            save_restart(outputs.restart, state, settings, system)
-        if bar is not None:
-            elapsed = time.perf_counter() - started
-            bar.update(n)
-            bar.set_postfix_str(f"{(step - start_step) * settings.timestep * 1e-6 / (elapsed / 86400):.3g} ns/day")
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - started
-    result = MDResult(_frame(system, state, step), np.array(rows, np.float64).reshape(-1, len(THERMO_COLUMNS)),
-                      step - start_step, seconds, compile_seconds, replays, rebuilds, settings.timestep)
-    return result
+    segment = simulation.run(state, neighbors, parameters, settings.steps, outputs, progress)
+    end_step = int(segment.state.step)
+    return MDResult(_frame(system, segment.state, end_step), segment.thermo, end_step - start_step, segment.seconds,
+                    segment.compile_seconds, segment.replays, segment.neighbor_rebuilds, settings.timestep)
 
 
 def thermo_table(result: MDResult, columns: Sequence[str] = THERMO_COLUMNS, last: int = 5) -> str:

@@ -9,9 +9,12 @@ force, half kick); thermostats and barostats act around it.  Units as in
 :mod:`mlip.md.state`; time steps and coupling times are given in fs and
 converted to ASE's time unit here.
 
-``force_field(position, cell, neighbors) -> (neighbors, energy, force, virial)``
-is the model (see :func:`mlip.md.system.make_force_field`); it updates the jit
-neighbour list, so lists are rebuilt inside the compiled loop.
+``force_field(position, cell, neighbors, lam) -> (neighbors, energy, force, virial,
+dudl)`` is the potential at coupling parameter ``lam`` (traced; see :mod:`mlip.ti`)
+with ``dudl = dU/dλ``; :func:`uncoupled` makes one from a plain potential
+``(position, cell, neighbors) -> (neighbors, energy, force, virial)`` such as
+:meth:`mlip.md.system.MDSystem.potential`, which updates the jit neighbour list, so
+lists are rebuilt inside the compiled loop.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from ase import units
 from mlip.md.settings import ENSEMBLE_NAMES
 from mlip.md.state import ChainState, MDState, kinetic_energy, momentum_noise, pressure, volume
 
-ForceField = Callable[[jax.Array, jax.Array, Any], tuple[Any, jax.Array, jax.Array, jax.Array]]
+Potential = Callable[[jax.Array, jax.Array, Any], tuple[Any, jax.Array, jax.Array, jax.Array]]
+ForceField = Callable[[jax.Array, jax.Array, Any, jax.Array], tuple[Any, jax.Array, jax.Array, jax.Array, jax.Array]]
 
 # Suzuki-Yoshida weights (order 4, three stages) for the Nosé-Hoover chain
 _W = 1.0 / (2.0 - 2.0 ** (1.0 / 3.0))
@@ -39,10 +43,12 @@ _YOSHIDA = (_W, 1.0 - 2.0 * _W, _W)
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class StepParameters:
-    """Traced targets of a step: ``kT`` (eV) and ``pressure`` (eV/Å^3)."""
+    """Traced targets of a step: ``kT`` (eV), ``pressure`` (eV/Å^3) and the
+    coupling parameter ``lam`` of a coupled potential (dimensionless)."""
 
     kT: jax.Array
     pressure: jax.Array
+    lam: jax.Array
 
 
 class Ensemble(NamedTuple):
@@ -64,14 +70,25 @@ class Ensemble(NamedTuple):
     chain_length: int = 1
 
 
-def init_state(force_field: ForceField, neighbors, position, momentum, mass, atom_mask, cell, key,
+def uncoupled(potential: Potential) -> ForceField:
+    """The force field of a plain potential: ignores ``lam``, ``dU/dλ = 0``."""
+
+    def force_field(position, cell, neighbors, lam):
+        neighbors, energy, force, virial = potential(position, cell, neighbors)
+        return neighbors, energy, force, virial, jnp.zeros_like(energy)
+
+    return force_field
+
+
+def init_state(force_field: ForceField, neighbors, position, momentum, mass, atom_mask, cell, key, lam,
                chain_length: int = 1) -> tuple[MDState, Any]:
-    """A state at ``position`` with forces evaluated, and the updated neighbours."""
+    """A state at ``position`` with forces evaluated at ``lam``, and the updated neighbours."""
     dtype = position.dtype
-    neighbors, energy, force, virial = force_field(position, cell, neighbors)
+    neighbors, energy, force, virial, dudl = force_field(position, cell, neighbors, lam)
     zeros = jnp.zeros(chain_length, dtype)
-    state = MDState(position, jnp.where(atom_mask[:, None], momentum, 0.0), force, mass, atom_mask, cell, energy,
-                    virial, ChainState(zeros, zeros), jnp.zeros((), dtype), key, jnp.zeros((), jnp.int32))
+    state = MDState(position, jnp.where(atom_mask[:, None], momentum, 0.0), jnp.where(atom_mask[:, None], force, 0.0),
+                    mass, atom_mask, cell, energy, virial, dudl, ChainState(zeros, zeros), jnp.zeros((), dtype), key,
+                    jnp.zeros((), jnp.int32))
     return state, neighbors
 
 
@@ -87,15 +104,15 @@ def _drift(state: MDState, dt) -> MDState:
     return dataclasses.replace(state, position=state.position + dt * velocity)
 
 
-def _refresh(force_field: ForceField, state: MDState, neighbors) -> tuple[MDState, Any]:
-    neighbors, energy, force, virial = force_field(state.position, state.cell, neighbors)
+def _refresh(force_field: ForceField, state: MDState, neighbors, lam) -> tuple[MDState, Any]:
+    neighbors, energy, force, virial, dudl = force_field(state.position, state.cell, neighbors, lam)
     force = jnp.where(state.atom_mask[:, None], force, 0.0)
-    return dataclasses.replace(state, energy=energy, force=force, virial=virial), neighbors
+    return dataclasses.replace(state, energy=energy, force=force, virial=virial, dudl=dudl), neighbors
 
 
-def _velocity_verlet(force_field: ForceField, state: MDState, neighbors, dt) -> tuple[MDState, Any]:
+def _velocity_verlet(force_field: ForceField, state: MDState, neighbors, dt, lam) -> tuple[MDState, Any]:
     state = _drift(_kick(state, 0.5 * dt), dt)
-    state, neighbors = _refresh(force_field, state, neighbors)
+    state, neighbors = _refresh(force_field, state, neighbors, lam)
     return _kick(state, 0.5 * dt), neighbors
 
 
@@ -131,7 +148,7 @@ def nve(force_field: ForceField, timestep_fs: float) -> Ensemble:
     dt = _internal_time(timestep_fs, "timestep")
 
     def step(state, neighbors, parameters: StepParameters):
-        state, neighbors = _velocity_verlet(force_field, state, neighbors, dt)
+        state, neighbors = _velocity_verlet(force_field, state, neighbors, dt, parameters.lam)
         return dataclasses.replace(state, step=state.step + 1), neighbors
 
     return Ensemble("nve", step, lambda n: 3 * n - 3, lambda state, parameters: _total_energy(state))
@@ -147,7 +164,7 @@ def langevin(force_field: ForceField, timestep_fs: float, tau_fs: float = 100.0)
     def step(state, neighbors, parameters: StepParameters):
         state = _drift(_kick(state, 0.5 * dt), 0.5 * dt)
         state = _langevin_o(state, parameters.kT, c1)
-        state, neighbors = _refresh(force_field, _drift(state, 0.5 * dt), neighbors)
+        state, neighbors = _refresh(force_field, _drift(state, 0.5 * dt), neighbors, parameters.lam)
         state = _kick(state, 0.5 * dt)
         return dataclasses.replace(state, step=state.step + 1), neighbors
 
@@ -208,7 +225,7 @@ def nose_hoover(force_field: ForceField, timestep_fs: float, tau_fs: float = 100
     def step(state, neighbors, parameters: StepParameters):
         kT = parameters.kT
         state = _chain_half_step(state, kT, dof(state), tau, 0.5 * dt, chain_length)
-        state, neighbors = _velocity_verlet(force_field, state, neighbors, dt)
+        state, neighbors = _velocity_verlet(force_field, state, neighbors, dt, parameters.lam)
         state = _chain_half_step(state, kT, dof(state), tau, 0.5 * dt, chain_length)
         return dataclasses.replace(state, step=state.step + 1), neighbors
 
@@ -259,7 +276,7 @@ def npt(force_field: ForceField, timestep_fs: float, tau_fs: float = 100.0, tau_
         state = _drift(_kick(state, 0.5 * dt), 0.5 * dt)
         state = _langevin_o(state, parameters.kT, c1)
         state = barostat(_drift(state, 0.5 * dt), parameters)
-        state, neighbors = _refresh(force_field, state, neighbors)
+        state, neighbors = _refresh(force_field, state, neighbors, parameters.lam)
         state = _kick(state, 0.5 * dt)
         return dataclasses.replace(state, step=state.step + 1), neighbors
 

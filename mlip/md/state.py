@@ -41,6 +41,8 @@ class MDState:
         cell: ``[3, 3]`` Å (rows are the cell vectors).
         energy: potential energy, eV.
         virial: ``[3, 3]`` eV, ``dE/d(strain)``.
+        dudl: ``dU/dλ`` of a coupled potential ``U(λ)`` at ``position``, eV (0 for
+            a plain model; see :mod:`mlip.ti`).
         chain: Nosé-Hoover chain (zeros in ensembles without one).
         heat: energy the thermostat (and barostat) took out of the system, eV, so
             that ``E_total + heat`` is the conserved quantity of Langevin runs.
@@ -56,6 +58,7 @@ class MDState:
     cell: jax.Array
     energy: jax.Array
     virial: jax.Array
+    dudl: jax.Array
     chain: ChainState
     heat: jax.Array
     key: jax.Array

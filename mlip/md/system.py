@@ -75,21 +75,21 @@ class MDSystem:
         """A new jit neighbour list for ``position`` and ``cell`` (host; sizes with headroom)."""
         return self.cell_list.allocate(position, cell, atom_mask=self.atom_mask)
 
-    def force_field(self):
-        """``(position, cell, neighbors) -> (neighbors, energy eV, force eV/Å, virial eV)``,
-        pure and jit-able: updates the neighbour list, then evaluates the model."""
+    def potential(self):
+        """The model as ``(position, cell, neighbors) -> (neighbors, energy eV, force eV/Å,
+        virial eV)``, pure and jit-able: updates the neighbour list, then evaluates."""
         functions = make_model_functions(self.model.config)
         params = cast_params(self.model.params, self.dtype)
         species = jnp.asarray(self.species)
         rows = None if self.element_rows is None else tuple(jnp.asarray(r) for r in self.element_rows)
         update = self.cell_list.update
 
-        def force_field(position, cell, neighbors):
+        def potential(position, cell, neighbors):
             neighbors = update(neighbors, position, cell)
             result = functions.energy_forces_virial(params, position, cell, species, neighbors.nl, rows)
             return neighbors, result.energy, result.forces, result.virial
 
-        return force_field
+        return potential
 
     def to_atoms(self, position, momentum, cell) -> Atoms:
         """An ``Atoms`` of the real rows (positions Å, momenta amu·Å/t, cell Å)."""
