@@ -1,0 +1,84 @@
+"""Thermodynamic integration: the coupled potential against finite differences, and
+the free-energy difference between two harmonic crystals against its exact value."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ase import units
+from ase.build import bulk
+
+from mlip import Model
+from mlip.md import MDSettings
+from mlip.md.driver import Simulation, maxwell_boltzmann_momenta
+from mlip.md.system import MDSystem
+from mlip.ti import block_average, coupled, einstein_crystal, einstein_free_energy, harmonic_free_energy, integrate
+
+
+@pytest.fixture(scope="module")
+def lattice():
+    atoms = bulk("Si", "diamond", a=5.431, cubic=True).repeat(2)
+    model = Model.create(elements=["Si"], r_cut=3.0, n_radial=2, n_angular=1, hidden_layers=(4,))
+    return model, atoms, MDSystem.from_atoms(model, atoms)
+
+
+def test_coupled_potential_interpolates_and_its_derivatives_match_finite_differences(lattice):
+    model, atoms, system = lattice
+    rng = np.random.default_rng(0)
+    sites = jnp.asarray(system.position)
+    mask = jnp.asarray(system.atom_mask)
+    a = einstein_crystal(sites, jnp.full(len(sites), 1.5), atom_mask=mask)
+    b = einstein_crystal(sites, jnp.full(len(sites), 0.7), mass=jnp.asarray(system.mass), atom_mask=mask)
+    field = jax.jit(coupled(a, b))
+    position = sites + jnp.where(mask[:, None], rng.normal(0.0, 0.1, sites.shape), 0.0)
+    cell = jnp.asarray(system.cell)
+    energy = lambda r, lam: field(r, cell, None, lam)[1]  # noqa: E731
+    for lam in (0.0, 0.3, 1.0):
+        _, e, force, _, dudl = field(position, cell, None, lam)
+        e_a, e_b = a(position, cell, None)[1], b(position, cell, None)[1]
+        assert float(e) == pytest.approx((1 - lam) * float(e_a) + lam * float(e_b), rel=1e-12)
+        assert float(dudl) == pytest.approx(float(e_b - e_a), rel=1e-12)
+        h = 1e-5
+        assert float(dudl) == pytest.approx(float(energy(position, lam + h) - energy(position, lam - h)) / (2 * h),
+                                            rel=1e-7)
+        direction = jnp.where(mask[:, None], rng.normal(size=sites.shape), 0.0)
+        fd = (energy(position + h * direction, lam) - energy(position - h * direction, lam)) / (2 * h)
+        assert float(jnp.sum(-force * direction)) == pytest.approx(float(fd), rel=1e-7)
+    # the centre-of-mass form is translation invariant, the plain one is not
+    shifted = position + jnp.where(mask[:, None], jnp.array([0.3, -0.2, 0.1]), 0.0)
+    assert float(b(shifted, cell, None)[1]) == pytest.approx(float(b(position, cell, None)[1]), rel=1e-12)
+    assert float(a(shifted, cell, None)[1]) != pytest.approx(float(a(position, cell, None)[1]), rel=1e-3)
+
+
+def test_block_average_error_of_independent_samples():
+    samples = np.random.default_rng(1).normal(2.0, 3.0, 20000)
+    mean, error = block_average(samples, 20)
+    assert mean == pytest.approx(2.0, abs=5 * 3.0 / np.sqrt(20000))
+    assert error == pytest.approx(3.0 / np.sqrt(20000), rel=0.4)
+
+
+def test_einstein_free_energy_formula():
+    kT, omega = units.kB * 300.0, 0.02 / units.fs
+    assert einstein_free_energy(10, omega, kT, translation_invariant=False) == pytest.approx(
+        harmonic_free_energy(np.full(30, omega), kT))
+    assert einstein_free_energy(10, omega, kT) == pytest.approx(harmonic_free_energy(np.full(27, omega), kT))
+
+
+def test_harmonic_crystal_to_stiffer_crystal_gives_the_exact_free_energy(lattice):
+    """Classical oscillators: F_B - F_A = (3N/2) kT ln(k_B / k_A) exactly."""
+    model, atoms, system = lattice
+    temperature, k_a, k_b = 300.0, 1.0, 4.0
+    sites, mask = jnp.asarray(system.position), jnp.asarray(system.atom_mask)
+    springs = jnp.ones(len(sites))
+    field = coupled(einstein_crystal(sites, k_a * springs, atom_mask=mask),
+                    einstein_crystal(sites, k_b * springs, atom_mask=mask))
+    simulation = Simulation(system, MDSettings("langevin", temperature=temperature, timestep=4.0, tau=40.0, seed=3,
+                                               block=500), field)
+    momenta = maxwell_boltzmann_momenta(atoms.get_masses(), temperature, 3)
+    result = integrate(simulation, momenta, n_points=5, equilibration=250, production=2500)
+    exact = 1.5 * len(atoms) * units.kB * temperature * np.log(k_b / k_a)
+    assert result.delta_f_error < 0.03 * exact
+    assert abs(result.delta_f - exact) < 4 * result.delta_f_error + 0.005 * exact, (result.delta_f, exact)
+    assert np.all(np.diff(result.mean_dudl) < 0)  # <dU/dλ> = (3N/2) kT (k_B - k_A) / k(λ) falls with λ
