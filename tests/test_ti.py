@@ -82,3 +82,24 @@ def test_harmonic_crystal_to_stiffer_crystal_gives_the_exact_free_energy(lattice
     assert result.delta_f_error < 0.03 * exact
     assert abs(result.delta_f - exact) < 4 * result.delta_f_error + 0.005 * exact, (result.delta_f, exact)
     assert np.all(np.diff(result.mean_dudl) < 0)  # <dU/dλ> = (3N/2) kT (k_B - k_A) / k(λ) falls with λ
+
+
+def test_ti_command_prints_the_free_energy(tmp_path, capsys):
+    """Smoke test of ``mlip ti`` with a tiny run (the physics is checked above and in
+    benchmarks/ti_frenkel_ladd_si.py)."""
+    from ase.io import write
+
+    from mlip.cli import main
+    from mlip.io import save_model
+
+    model = Model.create(elements=["Si"], r_cut=3.0, n_radial=2, n_angular=1, hidden_layers=(4,), seed=1)
+    save_model(model, tmp_path / "tiny.mlip")
+    write(tmp_path / "si.extxyz", bulk("Si", "diamond", a=5.431, cubic=True))
+    status = main(["ti", str(tmp_path / "tiny.mlip"), str(tmp_path / "si.extxyz"), "--temperature", "20",
+                   "--points", "2", "--equilibration", "20", "--production", "40", "--msd-steps", "40",
+                   "--json", str(tmp_path / "ti.json"), "--no-progress"])
+    assert status == 0
+    assert "eV/atom at 20.0 K" in capsys.readouterr().out
+    import json
+
+    assert len(json.loads((tmp_path / "ti.json").read_text())["lambdas"]) == 2

@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "template": "Print a commented default config",
     "validate": "Check a training config and its data without training",
     "md": "Compiled molecular dynamics (NVE, NVT, NPT) with a model",
+    "ti": "Free energy of a crystal by Frenkel-Ladd thermodynamic integration",
 }
 
 
