@@ -14,7 +14,16 @@ from mlip import Model
 from mlip.md import MDSettings
 from mlip.md.driver import Simulation, maxwell_boltzmann_momenta
 from mlip.md.system import MDSystem
-from mlip.ti import block_average, coupled, einstein_crystal, einstein_free_energy, harmonic_free_energy, integrate
+from mlip.ti import (
+    block_average,
+    coupled,
+    einstein_crystal,
+    einstein_free_energy,
+    harmonic_free_energy,
+    integrate,
+    switch,
+    switching_schedule,
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +112,26 @@ def test_ti_command_prints_the_free_energy(tmp_path, capsys):
     import json
 
     assert len(json.loads((tmp_path / "ti.json").read_text())["lambdas"]) == 2
+
+
+def test_switching_schedule_runs_smoothly_from_zero_to_one():
+    lam = switching_schedule(1000)
+    assert lam[-1] == pytest.approx(1.0, abs=1e-12) and 0.0 < lam[0] < 1e-10
+    assert np.all(np.diff(lam) >= 0)
+    assert lam[499] == pytest.approx(0.5, abs=2e-3)
+
+
+def test_forward_and_backward_switching_give_the_harmonic_free_energy(lattice):
+    model, atoms, system = lattice
+    temperature, k_a, k_b = 300.0, 1.0, 4.0
+    sites, mask = jnp.asarray(system.position), jnp.asarray(system.atom_mask)
+    springs = jnp.ones(len(sites))
+    field = coupled(einstein_crystal(sites, k_a * springs, atom_mask=mask),
+                    einstein_crystal(sites, k_b * springs, atom_mask=mask))
+    simulation = Simulation(system, MDSettings("langevin", temperature=temperature, timestep=4.0, tau=40.0, seed=5,
+                                               block=500), field)
+    momenta = maxwell_boltzmann_momenta(atoms.get_masses(), temperature, 5)
+    result = switch(simulation, momenta, equilibration=250, switch_steps=2500)
+    exact = 1.5 * len(atoms) * units.kB * temperature * np.log(k_b / k_a)
+    assert result.delta_f == pytest.approx(exact, rel=0.03), (result.delta_f, exact, result.dissipation)
+    assert abs(result.dissipation) < 0.05 * exact

@@ -22,6 +22,7 @@ pressure GPa, time step and coupling times fs, thermo columns as named.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -116,7 +117,8 @@ def maxwell_boltzmann_momenta(masses: np.ndarray, temperature: float, seed: int)
 
 class _Block:
     """``lax.scan`` of ``n`` steps, jit-compiled once per ``n`` and neighbour spec;
-    returns the final state and neighbours and per-step observables."""
+    returns the final state and neighbours and per-step observables.  ``parameters.lam``
+    is a scalar or one value per step (a λ schedule, for switching)."""
 
     def __init__(self, ensemble: Ensemble):
         self.ensemble = ensemble
@@ -126,19 +128,28 @@ class _Block:
         if n not in self._compiled:
             ensemble = self.ensemble
 
-            def block(state, neighbors, parameters):
-                def body(carry, _):
-                    state, neighbors = ensemble.step(*carry, parameters)
+            def block(state, neighbors, parameters, lams):
+                def body(carry, lam):
+                    step_parameters = dataclasses.replace(parameters, lam=lam)
+                    state, neighbors = ensemble.step(*carry, step_parameters)
                     kinetic = kinetic_energy(state)
                     observed = jnp.stack([state.energy, kinetic, pressure(state, kinetic), volume(state.cell),
-                                          ensemble.conserved(state, parameters), state.dudl])
+                                          ensemble.conserved(state, step_parameters), state.dudl])
                     return (state, neighbors), observed
 
-                return jax.lax.scan(body, (state, neighbors), None, length=n)
+                return jax.lax.scan(body, (state, neighbors), lams)
 
             self._compiled[n] = jax.jit(block)
-        (state, neighbors), observed = self._compiled[n](state, neighbors, parameters)
+        lams = jnp.broadcast_to(jnp.asarray(parameters.lam, state.energy.dtype), (n,))
+        (state, neighbors), observed = self._compiled[n](state, neighbors, parameters, lams)
         return state, neighbors, observed
+
+
+def _steps_of(parameters: StepParameters, start: int, n: int) -> StepParameters:
+    """``parameters`` for steps ``start .. start + n`` of a λ schedule (unchanged for a scalar λ)."""
+    if jnp.ndim(parameters.lam) == 0:
+        return parameters
+    return dataclasses.replace(parameters, lam=parameters.lam[start:start + n])
 
 
 def _grow(system: MDSystem, state: MDState, previous: CellListState) -> CellListState:
@@ -170,8 +181,8 @@ def _raise_physical_problem(run_block: _Block, system: MDSystem, state: MDState,
     """Replay a flagged block one step at a time from its start and raise the
     ``ValueError`` of the first step whose positions are bad (atoms closer than
     ``r_min`` or non-finite), naming the step and the atoms."""
-    for _ in range(n):
-        state, neighbors, _, _ = _run_growing(run_block, system, state, neighbors, parameters, 1)
+    for k in range(n):
+        state, neighbors, _, _ = _run_growing(run_block, system, state, neighbors, _steps_of(parameters, k, 1), 1)
         if neighbors.errors:
             try:
                 neighbors.check(state.position, state.cell)
@@ -324,7 +335,9 @@ class Simulation:
 
     def run(self, state: MDState, neighbors: CellListState, parameters: StepParameters, until: int,
             outputs: Outputs = Outputs(), progress: bool = False) -> Segment:
-        """Integrate from ``state`` up to step ``until``, writing ``outputs``.
+        """Integrate from ``state`` up to step ``until``, writing ``outputs``.  With
+        ``parameters.lam`` an array of ``until - state.step`` values, step ``k`` of the
+        segment runs at ``lam[k]`` (a switching schedule).
 
         Raises:
             ValueError: atoms came closer than ``r_min`` or non-finite positions
@@ -355,11 +368,12 @@ class Simulation:
         compile_seconds = 0.0
         while step < until:
             n = min(block_length, until - step)
+            block_parameters = _steps_of(parameters, step - start_step, n)
             new_state, new_neighbors, observed, replayed = _run_growing(self._block, system, state, neighbors,
-                                                                        parameters, n)
+                                                                        block_parameters, n)
             replays += replayed
             if new_neighbors.errors:
-                _raise_physical_problem(self._block, system, state, neighbors, parameters, n)
+                _raise_physical_problem(self._block, system, state, neighbors, block_parameters, n)
             observed = np.asarray(observed, np.float64)
             if not np.all(np.isfinite(observed[:, 0])):
                 bad = step + 1 + int(np.flatnonzero(~np.isfinite(observed[:, 0]))[0])
