@@ -32,7 +32,8 @@ from ase.optimize import BFGS
 
 from mlip import Model
 from mlip.calculator import MLIPCalculator
-from mlip.training.linear import random_feature_si
+
+from common import model_or_random_feature_si
 
 jax.config.update("jax_enable_x64", True)  # this script is the host application: float64 throughout
 
@@ -96,12 +97,7 @@ def main() -> None:
     # FrechetCellFilter's matrix logarithm warns about ~1e-12 inaccuracies near the identity
     warnings.filterwarnings("ignore", message="logm result may be inaccurate")
 
-    if args.model:
-        from mlip.io import load_model
-
-        model = load_model(args.model)
-    else:
-        model = random_feature_si()
+    model = model_or_random_feature_si(args.model)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), cutoff {model.cutoff} Å, "
           f"network {model.config.hidden_layers}, model {args.model or 'random-feature SW fit'}")
     header = (f"{'atoms':>6} {'strain':>8} {'skin':>5} {'conv':>5} {'steps':>6} {'builds':>7} {'compiles':>9} "

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from ase import units
 from ase.build import bulk
 from ase.md.verlet import VelocityVerlet
@@ -34,6 +33,8 @@ from mlip.md.driver import maxwell_boltzmann_momenta
 from mlip.md.system import MDSystem
 from mlip.model import cast_params, make_model_functions
 from mlip.precision import float64_scope
+
+from common import model_or_random_feature_si
 
 
 def kernel_seconds(model, atoms, dtype, repeats: int = 5) -> float:
@@ -63,14 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    if args.model:
-        from mlip.io import load_model
-
-        model = load_model(args.model)
-    else:
-        from mlip.training.linear import random_feature_si
-
-        model = random_feature_si()
+    model = model_or_random_feature_si(args.model)
     dtype = {"float64": jnp.float64, "float32": jnp.float32}[args.dtype]
     print(f"device: {jax.devices()[0].device_kind}, {args.dtype}, cutoff {model.cutoff} Å, "
           f"network {model.config.hidden_layers}, NVE 1 fs")

@@ -31,6 +31,8 @@ from mlip.calculator import MLIPCalculator
 from mlip.ti import frenkel_ladd, harmonic_free_energy
 from mlip.ti.potentials import HBAR
 
+from common import model_or_random_feature_si
+
 
 def relaxed_diamond(model, repeat: int = 2):
     atoms = bulk("Si", "diamond", a=5.431, cubic=True).repeat(repeat)
@@ -66,14 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", default=None, help="write <dU/dλ> vs λ to this PNG")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    if args.model:
-        from mlip.io import load_model
-
-        model = load_model(args.model)
-    else:
-        from mlip.training.linear import random_feature_si
-
-        model = random_feature_si()
+    model = model_or_random_feature_si(args.model)
     atoms = relaxed_diamond(model)
     n = len(atoms)
     reference = harmonic(model, atoms, args.temperature)

@@ -26,6 +26,8 @@ from mlip.calculator import MLIPCalculator
 from mlip.md import MDSettings, Outputs, run_md
 from mlip.ti import block_average
 
+from common import model_or_random_feature_si
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,14 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    if args.model:
-        from mlip.io import load_model
-
-        model = load_model(args.model)
-    else:
-        from mlip.training.linear import random_feature_si
-
-        model = random_feature_si()
+    model = model_or_random_feature_si(args.model)
 
     calc = MLIPCalculator(model)
     volumes, energies = [], []

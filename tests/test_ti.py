@@ -33,6 +33,23 @@ def lattice():
     return model, atoms, MDSystem.from_atoms(model, atoms)
 
 
+@pytest.fixture(scope="module")
+def harmonic_pair(lattice):
+    """Langevin simulation (300 K) of the coupled pair of harmonic crystals with
+    springs k_A = 1 and k_B = 4 eV/Å^2 to the same sites, initial momenta, and the
+    exact classical ΔF = (3N/2) kT ln(k_B / k_A)."""
+    model, atoms, system = lattice
+    temperature, k_a, k_b = 300.0, 1.0, 4.0
+    sites, mask = jnp.asarray(system.position), jnp.asarray(system.atom_mask)
+    springs = jnp.ones(len(sites))
+    field = coupled(einstein_crystal(sites, k_a * springs, atom_mask=mask),
+                    einstein_crystal(sites, k_b * springs, atom_mask=mask))
+    simulation = Simulation(system, MDSettings("langevin", temperature=temperature, timestep=4.0, tau=40.0, seed=3,
+                                               block=500), field)
+    momenta = maxwell_boltzmann_momenta(atoms.get_masses(), temperature, 3)
+    return simulation, momenta, 1.5 * len(atoms) * units.kB * temperature * np.log(k_b / k_a)
+
+
 def test_coupled_potential_interpolates_and_its_derivatives_match_finite_differences(lattice):
     model, atoms, system = lattice
     rng = np.random.default_rng(0)
@@ -75,19 +92,10 @@ def test_einstein_free_energy_formula():
     assert einstein_free_energy(10, omega, kT) == pytest.approx(harmonic_free_energy(np.full(27, omega), kT))
 
 
-def test_harmonic_crystal_to_stiffer_crystal_gives_the_exact_free_energy(lattice):
+def test_harmonic_crystal_to_stiffer_crystal_gives_the_exact_free_energy(harmonic_pair):
     """Classical oscillators: F_B - F_A = (3N/2) kT ln(k_B / k_A) exactly."""
-    model, atoms, system = lattice
-    temperature, k_a, k_b = 300.0, 1.0, 4.0
-    sites, mask = jnp.asarray(system.position), jnp.asarray(system.atom_mask)
-    springs = jnp.ones(len(sites))
-    field = coupled(einstein_crystal(sites, k_a * springs, atom_mask=mask),
-                    einstein_crystal(sites, k_b * springs, atom_mask=mask))
-    simulation = Simulation(system, MDSettings("langevin", temperature=temperature, timestep=4.0, tau=40.0, seed=3,
-                                               block=500), field)
-    momenta = maxwell_boltzmann_momenta(atoms.get_masses(), temperature, 3)
+    simulation, momenta, exact = harmonic_pair
     result = integrate(simulation, momenta, n_points=5, equilibration=250, production=2500)
-    exact = 1.5 * len(atoms) * units.kB * temperature * np.log(k_b / k_a)
     assert result.delta_f_error < 0.03 * exact
     assert abs(result.delta_f - exact) < 4 * result.delta_f_error + 0.005 * exact, (result.delta_f, exact)
     assert np.all(np.diff(result.mean_dudl) < 0)  # <dU/dλ> = (3N/2) kT (k_B - k_A) / k(λ) falls with λ
@@ -121,17 +129,8 @@ def test_switching_schedule_runs_smoothly_from_zero_to_one():
     assert lam[499] == pytest.approx(0.5, abs=2e-3)
 
 
-def test_forward_and_backward_switching_give_the_harmonic_free_energy(lattice):
-    model, atoms, system = lattice
-    temperature, k_a, k_b = 300.0, 1.0, 4.0
-    sites, mask = jnp.asarray(system.position), jnp.asarray(system.atom_mask)
-    springs = jnp.ones(len(sites))
-    field = coupled(einstein_crystal(sites, k_a * springs, atom_mask=mask),
-                    einstein_crystal(sites, k_b * springs, atom_mask=mask))
-    simulation = Simulation(system, MDSettings("langevin", temperature=temperature, timestep=4.0, tau=40.0, seed=5,
-                                               block=500), field)
-    momenta = maxwell_boltzmann_momenta(atoms.get_masses(), temperature, 5)
+def test_forward_and_backward_switching_give_the_harmonic_free_energy(harmonic_pair):
+    simulation, momenta, exact = harmonic_pair
     result = switch(simulation, momenta, equilibration=250, switch_steps=2500)
-    exact = 1.5 * len(atoms) * units.kB * temperature * np.log(k_b / k_a)
     assert result.delta_f == pytest.approx(exact, rel=0.03), (result.delta_f, exact, result.dissipation)
     assert abs(result.dissipation) < 0.05 * exact
