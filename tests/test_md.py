@@ -10,6 +10,7 @@ import csv
 
 import numpy as np
 import pytest
+from scipy.stats import kstest
 from ase import units
 from ase.build import bulk
 from ase.md.verlet import VelocityVerlet
@@ -67,8 +68,9 @@ def test_nve_energy_error_scales_as_timestep_squared(si_model):
 
 
 def test_langevin_and_nose_hoover_sample_the_target_temperature(si_model):
-    """Mean temperature within 5 % (about 4 standard errors for 64 atoms over 3 ps)
-    and the kinetic-energy variance of the canonical ensemble, (3N/2) (kT)^2, within 30 %."""
+    """Mean temperature within 5 % (about 4 standard errors for 64 atoms over 3 ps),
+    the kinetic-energy variance of the canonical ensemble, (3N/2) (kT)^2, within 30 %,
+    and Maxwell-Boltzmann momentum components (Kolmogorov-Smirnov)."""
     target = 500.0
     for ensemble in ("langevin", "nose-hoover"):
         result = run_md(si_model, diamond(temperature=target),
@@ -81,6 +83,9 @@ def test_langevin_and_nose_hoover_sample_the_target_temperature(si_model):
         assert kinetic.var() == pytest.approx(expected_variance, rel=0.3), ensemble
         conserved = result.thermo[:, 6]
         assert np.ptp(conserved) / 64 < 2e-3, (ensemble, np.ptp(conserved))  # eV/atom
+        # the final momentum components, scaled by sqrt(m kT), are standard normal (Maxwell-Boltzmann)
+        scaled = result.atoms.get_momenta() / np.sqrt(result.atoms.get_masses() * units.kB * target)[:, None]
+        assert kstest(scaled.ravel(), "norm").pvalue > 1e-3, ensemble
 
 
 def test_npt_mean_pressure_equals_target(si_model):
