@@ -113,7 +113,7 @@ def test_ti_command_prints_the_free_energy(tmp_path, capsys):
     save_model(model, tmp_path / "tiny.mlip")
     write(tmp_path / "si.extxyz", bulk("Si", "diamond", a=5.431, cubic=True))
     status = main(["ti", str(tmp_path / "tiny.mlip"), str(tmp_path / "si.extxyz"), "--temperature", "20",
-                   "--points", "2", "--equilibration", "20", "--production", "40", "--msd-steps", "40",
+                   "--points", "2", "--equilibration", "40", "--production", "40", "--msd-steps", "400",
                    "--json", str(tmp_path / "ti.json"), "--no-progress"])
     assert status == 0
     assert "eV/atom at 20.0 K" in capsys.readouterr().out
