@@ -29,10 +29,10 @@ from ase.md.verlet import VelocityVerlet
 
 from mlip.calculator import MLIPCalculator
 from mlip.md import MDSettings, run_md
-from mlip.md.driver import maxwell_boltzmann_momenta
+from mlip.md.driver import maxwell_boltzmann_momenta, ns_per_day
 from mlip.md.system import MDSystem
 from mlip.model import cast_params, make_model_functions
-from mlip.precision import float64_scope
+from mlip.precision import DTYPES, float64_scope
 
 from common import model_or_random_feature_si
 
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     model = model_or_random_feature_si(args.model)
-    dtype = {"float64": jnp.float64, "float32": jnp.float32}[args.dtype]
+    dtype = DTYPES[args.dtype]
     print(f"device: {jax.devices()[0].device_kind}, {args.dtype}, cutoff {model.cutoff} Å, "
           f"network {model.config.hidden_layers}, NVE 1 fs")
     header = (f"{'atoms':>6} {'compiled µs/atom/step':>22} {'ns/day':>8} {'ASE µs/atom/step':>17} "
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         dynamics.run(args.ase_steps)
         ase_s = (time.perf_counter() - start) / args.ase_steps
-        row = {"atoms": n, "compiled_us_per_atom_step": 1e6 * step_s / n, "ns_per_day": 1e-6 / (step_s / 86400),
+        row = {"atoms": n, "compiled_us_per_atom_step": 1e6 * step_s / n, "ns_per_day": ns_per_day(1, 1.0, step_s),
                "ase_us_per_atom_step": 1e6 * ase_s / n, "speedup": ase_s / step_s, "kernel_share": kernel_s / step_s,
                "compile_s": result.compile_seconds, "neighbor_rebuilds": result.neighbor_rebuilds}
         rows.append(row)

@@ -14,16 +14,14 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from mlip.kernels.neighbor_list import VerletNeighborList
 from mlip.model import Model, cast_params, make_model_functions, virial_to_stress
 from mlip.padding import PaddedStructure, check_positions, pad_structure
-from mlip.precision import with_float64
+from mlip.precision import DTYPES, with_float64
 
-_DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
 
 
 class MLIPCalculator(Calculator):
@@ -47,10 +45,10 @@ class MLIPCalculator(Calculator):
             from mlip.io import load_model
 
             model = load_model(model)
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.model = model
-        self.dtype = _DTYPES[dtype]
+        self.dtype = DTYPES[dtype]
         self._params = cast_params(model.params, self.dtype)
         self._evaluate = jax.jit(make_model_functions(model.config, chunk_size).energy_forces_virial)
         self.neighbors = VerletNeighborList(model.cutoff, skin)

@@ -24,6 +24,10 @@ import jax
 F = TypeVar("F", bound=Callable)
 
 
+DTYPES = {"float64": jax.numpy.float64, "float32": jax.numpy.float32}
+"""The floating-point types a run can ask for by name (``dtype="float32"``)."""
+
+
 def float64_scope():
     """Context manager: 64-bit JAX types inside, the caller's setting after."""
     return jax.enable_x64(True)

@@ -46,12 +46,11 @@ from mlip.md.settings import MDSettings, Outputs
 from mlip.md.state import MDState, kinetic_energy, pressure, volume
 from mlip.md.system import MDSystem
 from mlip.model import Model, virial_to_stress
-from mlip.precision import with_float64
+from mlip.precision import DTYPES, with_float64
 
 RESTART_MAGIC = b"MLIP-MD-RESTART\n"
 THERMO_COLUMNS = ("step", "time_ps", "temperature_K", "potential_eV", "kinetic_eV", "total_eV", "conserved_eV",
                   "pressure_GPa", "volume_A3", "dudl_eV")
-_DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
 
 
 class MDError(ValueError):
@@ -99,7 +98,12 @@ class MDResult:
     @property
     def ns_per_day(self) -> float:
         """Simulated ns per day of wall time (compilation included)."""
-        return 0.0 if self.seconds == 0 else self.steps * self.timestep_fs * 1e-6 / (self.seconds / 86400.0)
+        return ns_per_day(self.steps, self.timestep_fs, self.seconds)
+
+
+def ns_per_day(steps: int, timestep_fs: float, seconds: float) -> float:
+    """Simulated nanoseconds per day of wall time (0 when no time has passed)."""
+    return 0.0 if seconds <= 0 else steps * timestep_fs * 1e-6 * 86400.0 / seconds
 
 
 def maxwell_boltzmann_momenta(masses: np.ndarray, temperature: float, seed: int) -> np.ndarray:
@@ -400,7 +404,7 @@ class Simulation:
             if bar is not None:
                 elapsed = time.perf_counter() - started
                 bar.update(n)
-                bar.set_postfix_str(f"{(step - start_step) * settings.timestep * 1e-6 / (elapsed / 86400):.3g} ns/day")
+                bar.set_postfix_str(f"{ns_per_day(step - start_step, settings.timestep, elapsed):.3g} ns/day")
         if bar is not None:
             bar.close()
         return Segment(state, neighbors, np.array(rows, np.float64).reshape(-1, len(THERMO_COLUMNS)),
@@ -429,7 +433,7 @@ def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outp
             the run (named), a restart file of another system.
         MDError: a non-finite energy.
     """
-    system = MDSystem.from_atoms(model, atoms, settings.skin, _DTYPES[settings.dtype], settings.capacity_multiplier)
+    system = MDSystem.from_atoms(model, atoms, settings.skin, DTYPES[settings.dtype], settings.capacity_multiplier)
     simulation = Simulation(system, settings)
     parameters = simulation.parameters()
     state, neighbors = simulation.initial_state(initial_momenta(atoms, settings), parameters)

@@ -1,5 +1,5 @@
-"""Settings of an MD run and of its output (plain dataclasses, no JAX import, so the
-CLI can build its parser from the defaults cheaply)."""
+"""Settings of an MD run and of its output (plain, validated dataclasses; the CLI
+builds its parser from their defaults)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import math
 import os
 from dataclasses import dataclass
 
-ENSEMBLE_NAMES = ("nve", "langevin", "nvt", "nose-hoover", "npt")
-DTYPE_NAMES = ("float64", "float32")
+from mlip.md.ensembles import ENSEMBLES
+from mlip.precision import DTYPES
+
+ENSEMBLE_NAMES = tuple(ENSEMBLES)
+DTYPE_NAMES = tuple(DTYPES)
 
 
 @dataclass(frozen=True)

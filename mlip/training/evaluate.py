@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from ase.units import GPa
 
 from mlip.kernels.neighbor_list import host_pairs, round_up
 from mlip.model import Model, cast_params, make_model_functions, virial_to_stress
 from mlip.padding import atom_bucket, max_neighbors, pad_structure
-from mlip.precision import with_float64
+from mlip.precision import DTYPES, with_float64
 from mlip.training.data import Sample
 
 
@@ -53,7 +52,7 @@ class PredictionSet:
 def predict_samples(model: Model, samples: Sequence[Sample], dtype: str = "float64") -> PredictionSet:
     """Energies, forces and stresses of ``samples`` from ``model``'s full energy
     function (one compilation per padded shape)."""
-    jdtype = {"float64": jnp.float64, "float32": jnp.float32}[dtype]
+    jdtype = DTYPES[dtype]
     evaluate = jax.jit(make_model_functions(model.config).energy_forces_virial)
     params = cast_params(model.params, jdtype)
     pairs = [host_pairs(s.atoms.positions, s.atoms.cell.array, s.atoms.pbc, model.cutoff) for s in samples]

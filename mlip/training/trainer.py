@@ -27,7 +27,7 @@ import numpy as np
 from mlip.io import ModelFileError, load_model, model_payload, read_container, save_model, write_container
 from mlip.kernels.symmetry_functions import default_symmetry_functions
 from mlip.model import Model, ModelConfig, cast_params, init_params
-from mlip.precision import with_float64
+from mlip.precision import DTYPES, with_float64
 from mlip.training.config import TrainConfig, weight_at
 from mlip.training.data import (
     DataError, LabelKeys, Sample, describe, elements_of, read_samples, split_samples, validate_samples,
@@ -39,7 +39,6 @@ from mlip.training.optimizer import apply_updates, make_optimizer, trainable_lab
 from mlip.training.scaling import fit_reference_energies, scaling_from_features
 
 CHECKPOINT_MAGIC = b"MLIP-CHECKPOINT\n"
-_DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
 
 class TrainingError(RuntimeError):
@@ -326,7 +325,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
 
 
 def _train(config, resume, progress, say, on_epoch_end, out: Path, prepared) -> TrainResult:
-    dtype = _DTYPES[config.training.dtype]
+    dtype = DTYPES[config.training.dtype]
     data = prepared if prepared is not None else prepare(config, progress=progress, log=say)
     model = data.model
     checkpoint_path = out / "checkpoints" / "latest.ckpt"
