@@ -122,19 +122,14 @@ def check_param_values(params, error: type[Exception] = ModelFileError, where: s
             )
 
 
-def write_container(path: str | os.PathLike, payload: bytes, magic: bytes = MAGIC) -> Path:
-    """Write ``payload`` under a magic line and a checksummed JSON header, atomically
-    (temporary file + rename: a crash never leaves half a file)."""
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file + rename: a crash never
+    leaves half a file)."""
     path = Path(path)
-    header = {
-        "format_version": FORMAT_VERSION,
-        "sha256": hashlib.sha256(payload).hexdigest(),
-        "payload_bytes": len(payload),
-    }
     temporary = path.with_name(path.name + ".tmp")
     try:
         with open(temporary, "wb") as handle:
-            handle.write(magic + json.dumps(header).encode() + b"\n" + payload)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -142,6 +137,17 @@ def write_container(path: str | os.PathLike, payload: bytes, magic: bytes = MAGI
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_container(path: str | os.PathLike, payload: bytes, magic: bytes = MAGIC) -> Path:
+    """Write ``payload`` under a magic line and a checksummed JSON header, atomically
+    (:func:`write_atomic`)."""
+    header = {
+        "format_version": FORMAT_VERSION,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "payload_bytes": len(payload),
+    }
+    return write_atomic(path, magic + json.dumps(header).encode() + b"\n" + payload)
 
 
 def read_container(path: str | os.PathLike, magic: bytes = MAGIC, what: str = "mlip model") -> bytes:

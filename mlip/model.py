@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlip.kernels.network import AtomicNetwork, activation_function
+from mlip.kernels.network import AtomicNetwork, layer_activations
 from mlip.kernels.neighbor_list import NeighborList
 from mlip.kernels.symmetry_functions import (
     SymmetryFunctionSet,
@@ -45,21 +45,31 @@ class ModelConfig:
     Attributes:
         symmetry_functions: descriptor definition, which also fixes the elements.
         hidden_layers: hidden-layer widths of every element's network.
-        activation: hidden activation: ``tanh``, ``softplus`` or ``silu``.
+        activation: hidden activation (``tanh``, ``softplus``, ``silu`` or another
+            name of :data:`mlip.kernels.network.ACTIVATIONS`), or a tuple with one
+            name per hidden layer (as n2p2 allows); a tuple of equal names is
+            stored as that one name, so such configs serialise as before.
         r_min: shortest interatomic distance the model accepts, Å; closer atoms
             are rejected as outside the trained range.
     """
 
     symmetry_functions: SymmetryFunctionSet
     hidden_layers: tuple[int, ...] = (25, 25)
-    activation: str = "tanh"
+    activation: str | tuple[str, ...] = "tanh"
     r_min: float = 0.5
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_layers", tuple(int(w) for w in self.hidden_layers))
-        activation_function(self.activation)  # validates the name
         if any(w < 1 for w in self.hidden_layers):
             raise ValueError(f"hidden layer widths must be positive, got {self.hidden_layers}")
+        names = layer_activations(self.activation, len(self.hidden_layers))  # validates the names
+        if not isinstance(self.activation, str):
+            object.__setattr__(self, "activation", names[0] if len(set(names)) == 1 else names)
+
+    @property
+    def activations(self) -> tuple[str, ...]:
+        """The activation of every hidden layer."""
+        return layer_activations(self.activation, len(self.hidden_layers))
 
     @property
     def elements(self) -> tuple[str, ...]:
@@ -74,7 +84,7 @@ class ModelConfig:
         return {
             "symmetry_functions": self.symmetry_functions.to_dict(),
             "hidden_layers": list(self.hidden_layers),
-            "activation": self.activation,
+            "activation": self.activation if isinstance(self.activation, str) else list(self.activation),
             "r_min": self.r_min,
         }
 
@@ -83,7 +93,7 @@ class ModelConfig:
         return cls(
             symmetry_functions=SymmetryFunctionSet.from_dict(data["symmetry_functions"]),
             hidden_layers=tuple(data["hidden_layers"]),
-            activation=data["activation"],
+            activation=data["activation"] if isinstance(data["activation"], str) else tuple(data["activation"]),
             r_min=float(data["r_min"]),
         )
 
@@ -249,7 +259,7 @@ class Model:
         elements: tuple[str, ...] | list[str] | None = None,
         symmetry_functions: SymmetryFunctionSet | None = None,
         hidden_layers: tuple[int, ...] = (25, 25),
-        activation: str = "tanh",
+        activation: str | tuple[str, ...] = "tanh",
         r_min: float = 0.5,
         seed: int = 0,
         **grid_options,

@@ -50,6 +50,16 @@ RADIAL_TYPES = (2,)
 ANGULAR_TYPES = (3, 9)
 
 
+def _exact(value: float) -> str:
+    """``value`` in E notation with the fewest digits (7 to 17 significant) that
+    parse back to the same float."""
+    for digits in range(6, 16):
+        text = f"{value:.{digits}E}"
+        if float(text) == value:
+            return text
+    return f"{value:.16E}"
+
+
 @dataclass(frozen=True, order=True)
 class SymmetryFunction:
     """One symmetry function of n2p2 type 2, 3 or 9.
@@ -100,16 +110,21 @@ class SymmetryFunction:
         return (self.kind, self.neighbors, self.eta, self.r_cut, self.r_shift, self.lam, self.zeta)
 
     def to_n2p2(self) -> str:
-        """The ``symfunction_short`` line n2p2 uses for this function."""
+        """The ``symfunction_short`` line n2p2 uses for this function.
+
+        Numbers are written with as many digits as :meth:`from_n2p2` needs to get
+        back exactly the same floats (at least 7 significant digits, up to 17),
+        since model files store their symmetry functions as these lines.
+        """
         if self.kind in RADIAL_TYPES:
             return (
                 f"symfunction_short {self.element:2s} 2 {self.neighbors[0]:2s} "
-                f"{self.eta:.6E} {self.r_shift:.6E} {self.r_cut:.6E}"
+                f"{_exact(self.eta)} {_exact(self.r_shift)} {_exact(self.r_cut)}"
             )
         e1, e2 = self.neighbors
         return (
-            f"symfunction_short {self.element:2s} {self.kind} {e1:2s} {e2:2s} {self.eta:.6E} "
-            f"{self.lam:+.0f} {self.zeta:.6E} {self.r_cut:.6E} {self.r_shift:.6E}"
+            f"symfunction_short {self.element:2s} {self.kind} {e1:2s} {e2:2s} {_exact(self.eta)} "
+            f"{self.lam:+.0f} {_exact(self.zeta)} {_exact(self.r_cut)} {_exact(self.r_shift)}"
         )
 
     @classmethod
