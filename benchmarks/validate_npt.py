@@ -8,7 +8,11 @@ bulk modulus ``B_0``), runs stochastic cell rescaling NPT at ``--temperature`` a
 bulk modulus implied by the volume fluctuations (at 300 K the thermal softening
 of Si is a few percent)::
 
-    python3 benchmarks/validate_npt.py [--steps 20000] [--model run/model.mlip] [--json out.json]
+    python3 benchmarks/validate_npt.py [--steps 20000] [--coupling triclinic] [--model run/model.mlip] [--json out.json]
+
+With ``--coupling anisotropic`` or ``triclinic`` it also prints the mean of every
+pressure-tensor component (each should equal the target on the diagonal and zero
+off it) and the drift of the effective energy.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ase.eos import EquationOfState
 
 from mlip.calculator import MLIPCalculator
 from mlip.md import MDSettings, Outputs, run_md
+from mlip.md.driver import PRESSURE_TENSOR_COLUMNS
 from mlip.ti import block_average
 
 from common import model_or_random_feature_si
@@ -37,6 +42,7 @@ def main(argv=None) -> int:
     parser.add_argument("--timestep", type=float, default=2.0, help="fs")
     parser.add_argument("--tau-p", type=float, default=500.0, help="barostat time, fs")
     parser.add_argument("--repeat", type=int, default=2, help="cubic repeats of the 8-atom cell")
+    parser.add_argument("--coupling", default="isotropic", choices=["isotropic", "anisotropic", "triclinic"])
     parser.add_argument("--model", default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -56,7 +62,8 @@ def main(argv=None) -> int:
     atoms = bulk("Si", "diamond", a=v0 ** (1 / 3) / args.repeat, cubic=True).repeat(args.repeat)
     atoms.rattle(0.02, seed=0)
     settings = MDSettings("npt", temperature=args.temperature, pressure=args.pressure, timestep=args.timestep,
-                          steps=args.steps, tau=100.0, tau_p=args.tau_p, compressibility=1.0 / b0_gpa, block=1000)
+                          steps=args.steps, tau=100.0, tau_p=args.tau_p, compressibility=1.0 / b0_gpa, block=1000,
+                          coupling=args.coupling)
     result = run_md(model, atoms, settings, Outputs(thermo_every=1), progress=True)
     production = result.thermo[len(result.thermo) // 5:]
     pressure, volume = production[:, 7], production[:, 8]
@@ -73,12 +80,20 @@ def main(argv=None) -> int:
     print(f"static E(V) fit: V0 = {v0 / len(atoms):.3f} Å^3/atom, B0 = {b0_gpa:.1f} GPa")
     print(f"volume fluctuations: <V> = {volume.mean() / len(atoms):.3f} Å^3/atom, B = kT<V>/<δV²> = "
           f"{b_fluct:.1f} ± {error_b:.1f} GPa")
+    tensor = {}
+    for column in PRESSURE_TENSOR_COLUMNS:
+        tensor[column] = block_average(production[:, result.columns.index(column)], 20)
+    print("pressure tensor (GPa): " + ", ".join(f"{c[:3]} {m:.3f} ± {e:.3f}" for c, (m, e) in tensor.items()))
+    conserved = result.thermo[:, result.columns.index("conserved_eV")]
+    drift = np.polyfit(result.thermo[:, 1], conserved, 1)[0] / len(atoms)
+    print(f"effective-energy drift: {drift * 1e3:.3f} meV/atom/ps")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
             "atoms": len(atoms), "steps": args.steps, "temperature": args.temperature, "target_GPa": args.pressure,
             "mean_pressure_GPa": mean_p, "pressure_error_GPa": error_p, "B0_static_GPa": b0_gpa,
-            "B_fluctuation_GPa": b_fluct, "B_fluctuation_error_GPa": error_b}, indent=1))
+            "B_fluctuation_GPa": b_fluct, "B_fluctuation_error_GPa": error_b, "coupling": args.coupling,
+            "pressure_tensor_GPa": tensor, "effective_energy_drift_eV_per_atom_ps": drift}, indent=1))
     return 0
 
 

@@ -96,6 +96,52 @@ def test_npt_mean_pressure_equals_target(si_model):
     pressure, volume = result.thermo[500:, 7], result.thermo[500:, 8]
     assert abs(pressure.mean() - target_gpa) < 0.4, pressure.mean()
     assert volume.mean() < 0.99 * diamond().get_volume()  # compressed by 2 GPa
+    conserved = result.thermo[:, 6]  # effective energy E_total + P0 V + heat
+    assert np.ptp(conserved) / 64 < 2e-3, np.ptp(conserved)  # eV/atom
+
+
+def _column(result, name):
+    return result.thermo[:, result.columns.index(name)]
+
+
+def test_triclinic_npt_relaxes_a_sheared_cell_to_zero_stress(si_model):
+    """A cubic cell sheared by 5 % (tilt h_yx = 0.55 Å) starts with a shear pressure of
+    several GPa; triclinic cell rescaling removes the tilt, every pressure-tensor
+    component averages to the (zero) target and the effective energy is conserved."""
+    atoms = diamond(temperature=300.0)
+    cell = atoms.cell.array.copy()
+    cell[1, 0] += 0.55
+    atoms.set_cell(cell, scale_atoms=True)
+    result = run_md(si_model, atoms, MDSettings("npt", temperature=300.0, pressure=0.0, timestep=2.0, steps=2000,
+                                                tau=50.0, tau_p=200.0, block=500, seed=3, coupling="triclinic"),
+                    Outputs(thermo_every=1))
+    assert abs(_column(result, "pxy_GPa")[0]) > 4.0  # the starting shear stress (measured -5.7 GPa)
+    # 2 ps of 64 atoms: each component's mean has a statistical error of about 0.3 GPa
+    # (over 40 ps, benchmarks/validate_npt.py --coupling triclinic, |means| <= 0.26 GPa)
+    assert abs(_column(result, "pressure_GPa")[1000:].mean()) < 0.5
+    for name in ("pxx_GPa", "pyy_GPa", "pzz_GPa", "pyz_GPa", "pxz_GPa", "pxy_GPa"):
+        assert abs(_column(result, name)[1000:].mean()) < 0.8, name
+    final = result.atoms.cell.array
+    assert abs(final[1, 0]) < 0.2 and np.all(final[[0, 0, 1], [1, 2, 2]] == 0.0)  # still ASE's standard form
+    assert np.ptp(_column(result, "conserved_eV")) / 64 < 2e-3
+
+
+def test_anisotropic_npt_equalises_box_lengths_and_keeps_right_angles(si_model):
+    atoms = diamond(temperature=300.0)
+    atoms.set_cell(atoms.cell.array * [1.04, 1.0, 1.0], scale_atoms=True)
+    result = run_md(si_model, atoms, MDSettings("npt", temperature=300.0, pressure=0.0, timestep=2.0, steps=1000,
+                                                tau=50.0, tau_p=200.0, block=500, seed=3, coupling="anisotropic"),
+                    Outputs(thermo_every=1))
+    lengths = result.atoms.cell.lengths()
+    assert np.ptp(lengths) / lengths.mean() < 0.01, lengths  # started 4 % apart
+    np.testing.assert_array_equal(result.atoms.cell.angles(), 90.0)
+
+
+def test_triclinic_npt_needs_the_standard_cell_form(si_model):
+    atoms = diamond()
+    atoms.set_cell(atoms.cell.array[[1, 0, 2]], scale_atoms=False)  # a along y
+    with pytest.raises(ValueError, match="standard form"):
+        run_md(si_model, atoms, MDSettings("npt", steps=10, coupling="triclinic"))
 
 
 def test_overflow_is_replayed_and_equals_a_run_with_roomy_buffers(si_model):

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mlip.md.settings import ENSEMBLE_NAMES, MDSettings, Outputs
+    from mlip.md.settings import COUPLING_NAMES, ENSEMBLE_NAMES, MDSettings, Outputs
 
     d, o = MDSettings(), Outputs()
     parser.add_argument("model", help="model file (.mlip)")
@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau-p", type=float, default=d.tau_p, help="barostat time, fs (default %(default)s)")
     parser.add_argument("--compressibility", type=float, default=d.compressibility,
                         help="NPT compressibility guess, 1/GPa (default %(default)s)")
+    parser.add_argument("--coupling", default=d.coupling, choices=COUPLING_NAMES,
+                        help="NPT cell coupling (default %(default)s)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--keep-velocities", action="store_true",
                         help="use the structure's momenta instead of Maxwell-Boltzmann ones")
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.keep_velocities and atoms.has("momenta"):
         del atoms.arrays["momenta"]  # Maxwell-Boltzmann momenta at --temperature instead
     settings = MDSettings(args.ensemble, args.temperature, args.timestep, args.steps, args.pressure, args.tau,
-                          args.tau_p, args.compressibility, seed=args.seed, skin=args.skin, dtype=args.dtype,
+                          args.tau_p, args.compressibility, args.coupling, seed=args.seed, skin=args.skin, dtype=args.dtype,
                           block=args.block)
     outputs = Outputs(args.thermo, args.thermo_every, args.trajectory, args.trajectory_every, args.restart,
                       args.restart_every)

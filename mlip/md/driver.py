@@ -41,16 +41,21 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip.io import read_container, write_container
 from mlip.kernels.cell_list import CellListError, CellListState
+from mlip.md.barostat import is_upper_triangular_cell
 from mlip.md.ensembles import ENSEMBLES, Ensemble, ForceField, StepParameters, init_state, uncoupled
 from mlip.md.settings import MDSettings, Outputs
-from mlip.md.state import MDState, kinetic_energy, pressure, volume
+from mlip.md.state import MDState, kinetic_energy, pressure, pressure_tensor, volume
 from mlip.md.system import MDSystem
 from mlip.model import Model, virial_to_stress
 from mlip.precision import DTYPES, with_float64
 
 RESTART_MAGIC = b"MLIP-MD-RESTART\n"
-THERMO_COLUMNS = ("step", "time_ps", "temperature_K", "potential_eV", "kinetic_eV", "total_eV", "conserved_eV",
-                  "pressure_GPa", "volume_A3", "dudl_eV")
+SUMMARY_COLUMNS = ("step", "time_ps", "temperature_K", "potential_eV", "kinetic_eV", "total_eV", "conserved_eV",
+                   "pressure_GPa", "volume_A3", "dudl_eV")
+# pressure tensor in Voigt order (xx yy zz yz xz xy), LAMMPS' sign (positive pushes outwards)
+PRESSURE_TENSOR_COLUMNS = ("pxx_GPa", "pyy_GPa", "pzz_GPa", "pyz_GPa", "pxz_GPa", "pxy_GPa")
+THERMO_COLUMNS = SUMMARY_COLUMNS + PRESSURE_TENSOR_COLUMNS
+_VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
 
 
 class MDError(ValueError):
@@ -66,7 +71,8 @@ def make_ensemble(settings: MDSettings, force_field) -> Ensemble:
         return ENSEMBLES[name](force_field, settings.timestep, settings.tau)
     if name == "nose-hoover":
         return ENSEMBLES[name](force_field, settings.timestep, settings.tau, settings.chain_length)
-    return ENSEMBLES[name](force_field, settings.timestep, settings.tau, settings.tau_p, settings.compressibility)
+    return ENSEMBLES[name](force_field, settings.timestep, settings.tau, settings.tau_p, settings.compressibility,
+                           settings.coupling)
 
 
 @dataclass
@@ -137,8 +143,10 @@ class _Block:
                     step_parameters = dataclasses.replace(parameters, lam=lam)
                     state, neighbors = ensemble.step(*carry, step_parameters)
                     kinetic = kinetic_energy(state)
-                    observed = jnp.stack([state.energy, kinetic, pressure(state, kinetic), volume(state.cell),
-                                          ensemble.conserved(state, step_parameters), state.dudl])
+                    observed = jnp.concatenate([
+                        jnp.stack([state.energy, kinetic, pressure(state, kinetic), volume(state.cell),
+                                   ensemble.conserved(state, step_parameters), state.dudl]),
+                        pressure_tensor(state)[_VOIGT]])
                     return (state, neighbors), observed
 
                 return jax.lax.scan(body, (state, neighbors), lams)
@@ -302,6 +310,10 @@ class Simulation:
     """
 
     def __init__(self, system: MDSystem, settings: MDSettings, force_field: ForceField | None = None):
+        if settings.ensemble == "npt" and settings.coupling == "triclinic" and not is_upper_triangular_cell(system.cell):
+            raise ValueError("triclinic NPT needs the cell in ASE's standard form (a along x, b in the xy-plane); "
+                             "rotate the structure first, e.g. atoms.set_cell(atoms.cell.standard_form()[0], "
+                             "scale_atoms=True)")
         self.system = system
         self.settings = settings
         self.force_field = uncoupled(system.potential()) if force_field is None else force_field
@@ -389,9 +401,10 @@ class Simulation:
                 compile_seconds = time.perf_counter() - started
             steps = np.arange(step + 1, step + n + 1)
             logged = steps % thermo_every == 0
-            for s, (potential, kinetic, p, v, conserved, dudl) in zip(steps[logged], observed[logged]):
+            for s, (potential, kinetic, p, v, conserved, dudl, *tensor) in zip(steps[logged], observed[logged]):
                 rows.append([s, s * settings.timestep * 1e-3, 2.0 * kinetic / (self.dof * units.kB), potential,
-                             kinetic, potential + kinetic, conserved, p / units.GPa, v, dudl])
+                             kinetic, potential + kinetic, conserved, p / units.GPa, v, dudl]
+                            + [x / units.GPa for x in tensor])
             if outputs.thermo and logged.any():
                 with open(outputs.thermo, "a", newline="") as handle:
                     csv.writer(handle).writerows(
@@ -448,8 +461,9 @@ def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outp
                     segment.compile_seconds, segment.replays, segment.neighbor_rebuilds, settings.timestep)
 
 
-def thermo_table(result: MDResult, columns: Sequence[str] = THERMO_COLUMNS, last: int = 5) -> str:
-    """The last ``last`` thermo rows as aligned text."""
+def thermo_table(result: MDResult, columns: Sequence[str] = SUMMARY_COLUMNS, last: int = 5) -> str:
+    """The last ``last`` thermo rows as aligned text (the scalar columns by default)."""
     header = " ".join(f"{c:>14s}" for c in columns)
-    lines = [header] + [" ".join(f"{x:14.6g}" for x in row) for row in result.thermo[-last:]]
+    index = [result.columns.index(c) for c in columns]
+    lines = [header] + [" ".join(f"{x:14.6g}" for x in row[index]) for row in result.thermo[-last:]]
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Integrators: NVE velocity Verlet, NVT Langevin (BAOAB) and Nosé-Hoover chains,
-NPT stochastic cell rescaling (Bernetti & Bussi 2020, isotropic) with Langevin.
+NPT stochastic cell rescaling (Bernetti & Bussi 2020; isotropic, anisotropic or
+triclinic) with Langevin.
 
 Each ensemble is a factory returning an :class:`Ensemble` whose ``step(state,
 neighbors, parameters) -> (state, neighbors)`` is pure and jit-able; ``kT`` and the
@@ -29,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from ase import units
 
-from mlip.md.state import ChainState, MDState, kinetic_energy, momentum_noise, pressure, volume
+from mlip.md.barostat import cell_deformation, check_coupling, generalized_force
+from mlip.md.state import ChainState, MDState, kinetic_energy, kinetic_tensor, momentum_noise, volume
 
 Potential = Callable[[jax.Array, jax.Array, Any], tuple[Any, jax.Array, jax.Array, jax.Array]]
 ForceField = Callable[[jax.Array, jax.Array, Any, jax.Array], tuple[Any, jax.Array, jax.Array, jax.Array, jax.Array]]
@@ -239,48 +241,52 @@ def nose_hoover(force_field: ForceField, timestep_fs: float, tau_fs: float = 100
 
 
 def npt(force_field: ForceField, timestep_fs: float, tau_fs: float = 100.0, tau_p_fs: float = 1000.0,
-        compressibility_per_gpa: float = 0.01) -> Ensemble:
-    """Isotropic stochastic cell rescaling (Bernetti & Bussi, J. Chem. Phys. 153,
-    114107 (2020)) with a Langevin (BAOAB) thermostat.
+        compressibility_per_gpa: float = 0.01, coupling: str = "isotropic") -> Ensemble:
+    """Stochastic cell rescaling (:mod:`mlip.md.barostat`; Bernetti & Bussi 2020,
+    isotropic, anisotropic or triclinic) with a Langevin (BAOAB) thermostat.
 
-    Once per step, between the drifts and the force evaluation, the log-volume
-    ``eps = ln V`` takes the Euler-Maruyama step::
+    Once per step, between the drifts and the force evaluation, the cell takes one
+    barostat step driven by the instantaneous pressure tensor (virial of the last
+    force evaluation plus the current kinetic tensor); positions and cell deform by
+    ``A``, momenta by ``A^-T``.  ``compressibility`` (guessed isothermal
+    compressibility) and ``tau_p`` set how fast the cell relaxes, not the ensemble.
 
-        d eps = -(beta / tau_p) (P0 - P - kT / V) dt + sqrt(2 kT beta dt / (V tau_p)) R
-
-    with ``P`` the instantaneous pressure (the virial of the last force evaluation),
-    ``beta`` the (guessed) isothermal compressibility and ``tau_p`` the barostat
-    time; positions and cell scale by ``exp(d eps / 3)``, momenta by its inverse.
-    ``beta`` and ``tau_p`` set how fast the volume relaxes, not the ensemble.  No
-    conserved quantity is reported (NaN).
+    Conserved (effective energy, Bernetti & Bussi's ``H~``): ``E_total + P0 V +
+    heat``, where ``heat`` collects what the thermostat and the barostat moves
+    changed in ``K + U + P0 V``; the barostat's ``dU`` is the trapezoidal strain
+    integral ``(W_before + W_after) : e / 2`` of the deformation ``e = A - I``.
     """
+    check_coupling(coupling)
     dt = _internal_time(timestep_fs, "timestep")
     c1 = float(np.exp(-dt / _internal_time(tau_fs, "tau")))
     tau_p = _internal_time(tau_p_fs, "tau_p")
     if not (np.isfinite(compressibility_per_gpa) and compressibility_per_gpa > 0):
         raise ValueError(f"compressibility must be positive (1/GPa), got {compressibility_per_gpa}")
-    beta = float(compressibility_per_gpa) / units.GPa  # Å^3/eV
+    mobility_dt = float(compressibility_per_gpa) / units.GPa * dt / (3.0 * tau_p)  # Å^3/eV
 
-    def barostat(state: MDState, parameters: StepParameters) -> MDState:
+    def barostat(state: MDState, parameters: StepParameters):
         key, noise_key = jax.random.split(state.key)
         v = volume(state.cell)
-        kT = parameters.kT
-        drift = -(beta / tau_p) * (parameters.pressure - pressure(state) - kT / v) * dt
-        noise = jnp.sqrt(2.0 * kT * beta * dt / (v * tau_p)) * jax.random.normal(noise_key, (), v.dtype)
-        scale = jnp.exp((drift + noise) / 3.0)
-        return dataclasses.replace(state, position=state.position * scale, cell=state.cell * scale,
-                                   momentum=state.momentum / scale, key=key)
+        force = generalized_force(kinetic_tensor(state), state.virial, v, parameters.pressure)
+        deformation = cell_deformation(noise_key, force, v, parameters.kT, mobility_dt, coupling)
+        moved = dataclasses.replace(state, position=state.position @ deformation.T, cell=state.cell @ deformation.T,
+                                    momentum=state.momentum @ jnp.linalg.inv(deformation), key=key)
+        work = kinetic_energy(moved) - kinetic_energy(state) + parameters.pressure * (volume(moved.cell) - v)
+        return moved, deformation, work
 
     def step(state, neighbors, parameters: StepParameters):
         state = _drift(_kick(state, 0.5 * dt), 0.5 * dt)
         state = _langevin_o(state, parameters.kT, c1)
-        state = barostat(_drift(state, 0.5 * dt), parameters)
+        virial_before = state.virial
+        state, deformation, work = barostat(_drift(state, 0.5 * dt), parameters)
         state, neighbors = _refresh(force_field, state, neighbors, parameters.lam)
-        state = _kick(state, 0.5 * dt)
+        strain = deformation - jnp.eye(3, dtype=deformation.dtype)
+        work = work + 0.5 * jnp.sum((virial_before + state.virial) * strain)
+        state = _kick(dataclasses.replace(state, heat=state.heat - work), 0.5 * dt)
         return dataclasses.replace(state, step=state.step + 1), neighbors
 
-    def conserved(state, parameters):
-        return jnp.full((), jnp.nan, state.energy.dtype)
+    def conserved(state, parameters: StepParameters):
+        return _total_energy(state) + state.heat + parameters.pressure * volume(state.cell)
 
     return Ensemble("npt", step, lambda n: 3 * n, conserved)
 

@@ -7,11 +7,13 @@ import math
 import os
 from dataclasses import dataclass
 
+from mlip.md.barostat import COUPLINGS, check_coupling
 from mlip.md.ensembles import ENSEMBLES
 from mlip.precision import DTYPES
 
 ENSEMBLE_NAMES = tuple(ENSEMBLES)
 DTYPE_NAMES = tuple(DTYPES)
+COUPLING_NAMES = COUPLINGS
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,10 @@ class MDSettings:
         tau: thermostat coupling (damping) time, fs.
         tau_p: barostat time, fs.
         compressibility: NPT's guessed compressibility, 1/GPa.
+        coupling: NPT cell coupling: ``isotropic`` (shape fixed), ``anisotropic``
+            (three box lengths) or ``triclinic`` (all six cell degrees of freedom;
+            the cell must be in ASE's standard form, ``a`` along x and ``b`` in
+            the xy-plane).
         chain_length: Nosé-Hoover chain length.
         seed: initial velocities and stochastic steps.
         initial_velocities: draw Maxwell-Boltzmann momenta at ``temperature`` (zero
@@ -46,6 +52,7 @@ class MDSettings:
     tau: float = 100.0
     tau_p: float = 1000.0
     compressibility: float = 0.01
+    coupling: str = "isotropic"
     chain_length: int = 3
     seed: int = 0
     initial_velocities: bool = True
@@ -57,6 +64,7 @@ class MDSettings:
     def __post_init__(self):
         if self.ensemble not in ENSEMBLE_NAMES:
             raise ValueError(f"unknown ensemble {self.ensemble!r}; choose one of {sorted(ENSEMBLE_NAMES)}")
+        check_coupling(self.coupling)
         if self.dtype not in DTYPE_NAMES:
             raise ValueError(f"dtype must be one of {sorted(DTYPE_NAMES)}, got {self.dtype!r}")
         for name in ("steps", "block"):

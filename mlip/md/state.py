@@ -71,6 +71,12 @@ def kinetic_energy(state: MDState) -> jax.Array:
     return jnp.sum(jnp.where(state.atom_mask, per_atom, 0.0))
 
 
+def kinetic_tensor(state: MDState) -> jax.Array:
+    """``sum_i p_i p_i^T / m_i`` over real atoms (3x3, eV): twice the kinetic tensor."""
+    velocity = jnp.where(state.atom_mask[:, None], state.momentum / state.mass[:, None], 0.0)
+    return velocity.T @ state.momentum
+
+
 def volume(cell) -> jax.Array:
     """``|det(cell)|``, Å^3."""
     return jnp.abs(jnp.linalg.det(cell))
@@ -81,6 +87,12 @@ def pressure(state: MDState, kinetic=None) -> jax.Array:
     ``W`` the virial ``dE/d(strain)``): positive when the system pushes outwards."""
     kinetic = kinetic_energy(state) if kinetic is None else kinetic
     return (2.0 * kinetic - jnp.trace(state.virial)) / (3.0 * volume(state.cell))
+
+
+def pressure_tensor(state: MDState) -> jax.Array:
+    """Instantaneous pressure tensor ``(K2 - W) / V`` (3x3, eV/Å^3; LAMMPS' ``pxx ..
+    pxy``, minus ASE's stress); its trace over three is :func:`pressure`."""
+    return (kinetic_tensor(state) - state.virial) / volume(state.cell)
 
 
 def momentum_noise(key, state: MDState, kT) -> jax.Array:
