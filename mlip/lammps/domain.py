@@ -1,0 +1,310 @@
+"""Energies, forces and virial of one MPI rank's own atoms from its own and ghost atoms.
+
+In a domain decomposition (LAMMPS) each rank owns the ``n_local`` atoms inside its
+sub-domain and holds copies ("ghosts") of every atom image within the ghost cutoff
+``r_g`` of it, as Cartesian positions with open boundaries: one atom may appear as
+several ghosts (several periodic images).  With the model cutoff ``r_c``:
+
+* the energy a rank reports is the sum of its **local** atoms' energies, so that
+  summed over ranks every atom is counted once;
+* the force on a local atom ``k`` is ``-sum_i dE_i/dx_k`` over every atom (image)
+  ``i`` within ``r_c`` of ``k``, ghosts included.  The rank therefore evaluates the
+  per-atom energies of its local atoms **and** of the ghosts within ``r_c`` of them
+  (the "centres"), whose neighbours reach ``2 r_c`` beyond the local atoms: with
+  ``r_g >= 2 r_c`` (plus LAMMPS's neighbour skin for the atoms' motion between
+  re-neighbourings) every force on a local atom is exact and no forces on ghosts
+  have to be sent back to their owners (no reverse communication);
+* the virial ``dE/d(strain)`` (eV) is the sum over local atoms of the per-atom
+  virials ``W_i = sum_j r_ij (x) dE_i/dr_ij``, the derivative of ``E_i`` with respect
+  to a strain of ``i``'s own pair vectors; summed over ranks it is the whole
+  system's virial, equal to mlip's calculator ``stress * volume`` (tested).
+
+Speed: the centres, the neighbour pairs and the padded arrays come from mlip's own
+path (matscipy's O(N) list with a Verlet skin, :func:`mlip.padding.pad_structure`
+with bucketed atom counts and neighbour capacities) and are rebuilt only when the
+skin is used up or the caller says the rows changed (LAMMPS re-neighboured); a step
+otherwise only gathers the positions into the padded buffer and calls the compiled
+function, which sees few distinct shapes.
+
+Units: Å, eV, eV/Å.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers
+
+from mlip.kernels.neighbor_list import VerletNeighborList
+from mlip.model import Model, ModelConfig, cast_params, make_model_functions
+from mlip.padding import atom_bucket, element_rows, pad_structure
+from mlip.precision import DTYPES, with_float64
+
+_OPEN = np.zeros(3, dtype=bool)
+
+
+class DomainResult(NamedTuple):
+    """What one rank contributes (host numpy arrays, float64).
+
+    Attributes:
+        energy: sum of the local atoms' energies, eV.
+        energies: ``[n_local]`` per-atom energies of the local atoms, eV.
+        forces: ``[n_local, 3]`` forces on the local atoms, eV/Å (complete: they
+            include the contributions of the ghost atoms' energies).
+        virial: ``[3, 3]`` sum of the local atoms' virials ``dE/d(strain)``, eV
+            (mlip's convention: ASE stress = virial / volume).
+        virials: ``[n_local, 3, 3]`` per-atom virials of the local atoms, eV.
+    """
+
+    energy: float
+    energies: np.ndarray
+    forces: np.ndarray
+    virial: np.ndarray
+    virials: np.ndarray
+
+
+def make_domain_function(config: ModelConfig, chunk_size: int = 1024):
+    """Pure, jit-able ``(params, positions, species, centre_species, idx, n_local,
+    element_rows) -> (energy, energies, forces, virial, virials)`` for one rank.
+
+    Rows of the padded arrays: the first ``C = idx.shape[0]`` rows are the centres
+    (local atoms first, rows ``< n_local``; then ghosts), the rest are ghosts that
+    only serve as neighbours, and padding.
+
+    Args of the returned function:
+        params: model parameters.
+        positions: ``[N, 3]`` Cartesian positions (open boundaries), Å.
+        species: ``[N]`` element index of every row, ``-1`` on padding rows.
+        centre_species: ``[C]`` element index of the centre rows, ``-1`` on rows
+            that are not centres.
+        idx: ``[C, M]`` neighbour rows of every centre, ``N`` in empty slots.
+        n_local: number of local atoms (traced).
+        element_rows: per element, the centre rows of that element
+            (:func:`mlip.padding.element_rows` of ``centre_species``), or None.
+
+    Returns ``energy`` (eV, sum over local rows), ``energies`` (``[C]`` eV),
+    ``forces`` (``[N, 3]`` eV/Å: minus the gradient of the sum of all centres'
+    energies; exact on the local rows), ``virial`` (``[3, 3]`` eV, sum of the
+    local rows' virials) and ``virials`` (``[C, 3, 3]`` eV, per centre).
+    """
+    functions = make_model_functions(config, chunk_size)
+
+    def evaluate(params, positions, species, centre_species, idx, n_local, element_rows=None):
+        n_rows, n_centres = positions.shape[0], idx.shape[0]
+        mask = idx < n_rows
+        j = jnp.where(mask, idx, 0)
+        species_j = jnp.where(mask, species[j], -1)
+
+        def total(positions, strains):
+            r_ij = positions[j] - positions[:n_centres, None, :]
+            # a strain per centre deforms only that centre's pair vectors, so its
+            # gradient is the centre's own virial
+            deformed = r_ij + jnp.einsum("cmx,cxy->cmy", r_ij, strains)
+            features = functions.descriptors_from_pairs(deformed, mask, species_j)
+            energies = functions.energies_from_features(params, features, centre_species, element_rows)
+            return jnp.sum(energies), energies
+
+        strains = jnp.zeros((n_centres, 3, 3), dtype=positions.dtype)
+        (_, energies), (d_positions, d_strains) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(
+            positions, strains)
+        virials = 0.5 * (d_strains + jnp.swapaxes(d_strains, 1, 2))
+        local = jnp.arange(n_centres) < n_local
+        energy = jnp.sum(jnp.where(local, energies, 0.0))
+        virial = jnp.sum(jnp.where(local[:, None, None], virials, 0.0), axis=0)
+        return energy, energies, -d_positions, virial, virials
+
+    return evaluate
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_domain_function(config: ModelConfig, chunk_size: int = 1024):
+    """``jax.jit`` of :func:`make_domain_function`, one per configuration, shared by
+    every :class:`DomainEvaluator` of it (e.g. one per ``fix`` of an input), so
+    each padded shape is compiled once per process."""
+    return jax.jit(make_domain_function(config, chunk_size))
+
+
+@dataclass
+class _Layout:
+    """Row order, padded arrays and checks fixed between two neighbour-list builds."""
+
+    n_rows: int
+    n_local: int
+    species: np.ndarray  # [n_rows] as given (for change detection)
+    order: np.ndarray  # padded row r holds input row order[r] (first len(order) rows)
+    n_centres: int
+    pairs: tuple[np.ndarray, np.ndarray]  # (i, j) centre pairs in padded rows
+    reference: np.ndarray  # input positions at the build, Å
+    min_distance: float  # shortest listed pair at the build, Å
+    buffer: np.ndarray  # [N, 3] padded positions (rows past len(order) stay zero)
+    arrays: tuple  # device arrays: species, centre_species, idx, element_rows
+
+
+class DomainEvaluator:
+    """Per-rank energies and exact local forces from local + ghost atoms.
+
+    Args:
+        model: the mlip model.
+        dtype: ``"float64"`` (default) or ``"float32"``.
+        skin: Verlet skin of the rank's neighbour list, Å: pairs (and the ghost
+            centres) are collected out to ``cutoff + skin`` and reused until the two
+            largest displacements have used the skin up.
+        chunk_size: atoms processed per chunk inside the kernel (memory bound).
+    """
+
+    @with_float64
+    def __init__(self, model: Model, dtype: str = "float64", skin: float = 0.3, chunk_size: int = 1024):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0 Å, got {skin}")
+        self.model = model
+        self.dtype = DTYPES[dtype]
+        self.skin = float(skin)
+        self._params = cast_params(model.params, self.dtype)
+        self._function = compiled_domain_function(model.config, int(chunk_size))
+        self._numbers = np.array([atomic_numbers[e] for e in model.elements])
+        self._neighbors: VerletNeighborList | None = None
+        self._seen_builds = 0
+        self._origin = np.zeros(3)
+        self._box = np.eye(3)
+        self._layout: _Layout | None = None
+        self._capacity: int | None = None
+        self.n_builds = 0  # neighbour-list (and layout) builds
+
+    @property
+    def cutoff(self) -> float:
+        """Model cutoff, Å."""
+        return self.model.cutoff
+
+    @property
+    def n_compilations(self) -> int:
+        """How many input shapes the compiled function (shared by the evaluators of
+        one model configuration) has been compiled for."""
+        return self._function._cache_size()
+
+    @with_float64
+    def evaluate(self, positions: np.ndarray, species: np.ndarray, n_local: int, rebuild: bool = False,
+                 ids: np.ndarray | None = None) -> DomainResult:
+        """Energy, forces and virial of the first ``n_local`` rows.
+
+        Args:
+            positions: ``[n, 3]`` Cartesian positions, Å: the local atoms (first
+                ``n_local`` rows), then the ghosts, open boundaries.  Every atom
+                (image) within ``2 * cutoff`` of a local atom must be present.
+            species: ``[n]`` model element index of every row.
+            n_local: number of local atoms.
+            rebuild: the rows no longer hold the atoms they held at the last call
+                (re-neighbouring, atoms exchanged or re-ordered): rebuild the list.
+                Without it a list is still only reused while it provably holds.
+            ids: ``[n]`` atom IDs used to name atoms in error messages (default:
+                the row numbers).
+
+        Raises:
+            ValueError: NaN or infinite positions, atoms closer than the model's
+                ``r_min``, an element index outside the model.
+        """
+        positions = np.asarray(positions, dtype=np.float64)
+        species = np.asarray(species)
+        n_rows, n_local = len(positions), int(n_local)
+        if positions.shape != (n_rows, 3) or species.shape != (n_rows,) or not 0 <= n_local <= n_rows:
+            raise ValueError(f"need positions [n, 3], species [n] and 0 <= n_local <= n, got {positions.shape}, "
+                             f"{species.shape}, {n_local}")
+        names = np.arange(n_rows) if ids is None else np.asarray(ids)
+        finite = np.all(np.isfinite(positions), axis=1)
+        if not finite.all():
+            raise ValueError(f"positions of atoms {names[~finite][:10].tolist()} are NaN or infinite")
+        if n_local == 0:
+            return DomainResult(0.0, np.zeros(0), np.zeros((0, 3)), np.zeros((3, 3)), np.zeros((0, 3, 3)))
+        if np.any((species < 0) | (species >= len(self.model.elements))):
+            raise ValueError(f"element indices must lie in [0, {len(self.model.elements)}), got "
+                             f"{sorted(set(species.tolist()))}")
+        layout = self._layout
+        if (rebuild or layout is None or self._neighbors is None or layout.n_rows != n_rows
+                or layout.n_local != n_local or not np.array_equal(layout.species, species)):
+            # a new frame around the atoms: matscipy's open-boundary list is fastest
+            # with the atoms inside the box it is given
+            self._origin = positions.min(axis=0) - 1.0
+            self._box = np.diag(np.ptp(positions, axis=0) + 2.0)
+            self._neighbors = VerletNeighborList(self.cutoff, self.skin)
+            self._seen_builds = 0
+        shifted = positions - self._origin
+        i, j, _ = self._neighbors.pairs(shifted, self._box, _OPEN)
+        if self._neighbors.n_builds != self._seen_builds:
+            self._seen_builds = self._neighbors.n_builds
+            layout = self._layout = self._build_layout(positions, shifted, species, n_local, i, j, names)
+        else:
+            self._check_distances(layout, positions, names)
+        layout.buffer[: len(layout.order)] = shifted[layout.order]
+        energy, energies, forces, virial, virials = self._function(
+            self._params, jnp.asarray(layout.buffer, self.dtype), *layout.arrays[:3], n_local, layout.arrays[3])
+        return DomainResult(
+            float(energy),
+            np.asarray(energies, dtype=np.float64)[:n_local],
+            np.asarray(forces, dtype=np.float64)[:n_local],
+            np.asarray(virial, dtype=np.float64),
+            np.asarray(virials, dtype=np.float64)[:n_local],
+        )
+
+    def _build_layout(self, positions: np.ndarray, shifted: np.ndarray, species: np.ndarray, n_local: int,
+                      i: np.ndarray, j: np.ndarray, names: np.ndarray) -> _Layout:
+        """Centres (local atoms and the ghosts listed as their neighbours), row order
+        (centres first, local atoms keep their rows) and the padded arrays."""
+        self.n_builds += 1
+        n_rows = len(positions)
+        centre = np.zeros(n_rows, dtype=bool)
+        centre[:n_local] = True
+        centre[j[i < n_local]] = True
+        order = np.concatenate([np.flatnonzero(centre), np.flatnonzero(~centre)])
+        n_centres = int(centre.sum())
+        new_row = np.empty(n_rows, dtype=np.int64)
+        new_row[order] = np.arange(n_rows)
+        keep = centre[i]
+        pairs = (new_row[i[keep]], new_row[j[keep]])
+        rows = shifted[order]
+        min_distance = self._check_pairs(rows, pairs, names[order])
+        atoms = Atoms(numbers=self._numbers[species[order]], positions=rows, pbc=False)
+        n_centre_rows = atom_bucket(n_centres)
+        padded = pad_structure(self.model, atoms, (*pairs, np.zeros((len(pairs[0]), 3), dtype=np.int64)),
+                               self._capacity, n_padded=atom_bucket(n_rows))
+        self._capacity = padded.nl.capacity
+        centre_species = padded.species[:n_centre_rows].copy()
+        centre_species[n_centres:] = -1
+        rows_of_elements = element_rows(centre_species, len(self.model.elements))
+        arrays = (
+            jnp.asarray(padded.species),
+            jnp.asarray(centre_species),
+            jnp.asarray(padded.nl.idx[:n_centre_rows]),
+            None if rows_of_elements is None else tuple(jnp.asarray(r) for r in rows_of_elements),
+        )
+        return _Layout(n_rows, n_local, species.copy(), order, n_centres, pairs, positions.copy(), min_distance,
+                       np.zeros_like(padded.positions), arrays)
+
+    def _check_pairs(self, rows: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], names: np.ndarray) -> float:
+        """Shortest listed distance (Å); ``ValueError`` naming the atoms if it is
+        below the model's ``r_min``."""
+        i, j = pairs
+        if len(i) == 0:
+            return np.inf
+        distances = np.linalg.norm(rows[j] - rows[i], axis=1)
+        closest = int(np.argmin(distances))
+        r_min = self.model.config.r_min
+        if distances[closest] < r_min:
+            raise ValueError(f"atoms {names[i[closest]]} and {names[j[closest]]} are {distances[closest]:.4f} Å "
+                             f"apart, closer than the model's trained range (r_min = {r_min} Å)")
+        return float(distances[closest])
+
+    def _check_distances(self, layout: _Layout, positions: np.ndarray, names: np.ndarray) -> None:
+        """Between builds: the shortest distance can only have shrunk by the two
+        largest displacements; check the listed pairs exactly only when that bound
+        falls below ``r_min``."""
+        moved = np.linalg.norm(positions - layout.reference, axis=1)
+        largest = np.partition(moved, len(moved) - 2)[-2:].sum() if len(moved) > 1 else 0.0
+        if layout.min_distance - largest < self.model.config.r_min:
+            self._check_pairs(positions[layout.order], layout.pairs, names[layout.order])
