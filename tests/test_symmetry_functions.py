@@ -99,6 +99,18 @@ def test_n2p2_lines_round_trip():
     assert sf_set.to_n2p2().startswith("cutoff_type 3 0.0")
 
 
+def test_n2p2_lines_are_lossless():
+    """Model files store symmetry functions as these lines: every float comes back exactly,
+    and values that 7 significant digits represent keep the short form."""
+    sf_set = default_symmetry_functions(("Si", "O"), r_cut=5.3, n_radial=7, n_angular=3)
+    assert any(len(f.to_n2p2()) > 80 for f in sf_set.functions)  # some values need more digits
+    assert SymmetryFunctionSet.from_dict(sf_set.to_dict()) == sf_set
+    odd = SymmetryFunction(9, "Si", ("O", "Si"), 1 / 3, 2**0.5 * 4, 0.1 + 0.2, -1.0, 2.5)
+    assert SymmetryFunction.from_n2p2(odd.to_n2p2()) == odd
+    assert SymmetryFunction(2, "Si", ("Si",), 0.5, 6.0, 1.5).to_n2p2().split()[4:] == [
+        "5.000000E-01", "1.500000E+00", "6.000000E+00"]
+
+
 def test_bad_symmetry_function_definitions_are_rejected():
     with pytest.raises(ValueError, match="type 5"):
         SymmetryFunction(5, "Si", ("Si",), 1.0, 5.0)
