@@ -134,3 +134,59 @@ def test_forward_and_backward_switching_give_the_harmonic_free_energy(harmonic_p
     result = switch(simulation, momenta, equilibration=250, switch_steps=2500)
     assert result.delta_f == pytest.approx(exact, rel=0.03), (result.delta_f, exact, result.dissipation)
     assert abs(result.dissipation) < 0.05 * exact
+
+
+def test_two_models_with_different_cutoffs_share_one_neighbour_list():
+    """U(λ) between a 3 Å and a 4.2 Å two-element model on one list of the larger
+    cutoff: energy, forces and dU/dλ equal those of each model's own calculator."""
+    from mlip.calculator import MLIPCalculator
+
+    short = Model.create(elements=["Si", "Ge"], r_cut=3.0, n_radial=2, n_angular=1, hidden_layers=(4,), seed=1)
+    long = Model.create(elements=["Ge", "Si"], r_cut=4.2, n_radial=2, n_angular=1, hidden_layers=(5,), seed=2)
+    atoms = bulk("Si", "diamond", a=5.431, cubic=True).repeat((2, 1, 1))
+    atoms.symbols[[1, 4, 6, 11]] = "Ge"
+    atoms.rattle(0.05, seed=3)
+    with pytest.raises(ValueError, match="exceeds the neighbour list"):
+        MDSystem.from_atoms(short, atoms).potential(long)
+    with jax.enable_x64(True):
+        system = MDSystem.from_atoms(short, atoms, cutoff=long.cutoff)
+        field = jax.jit(coupled(system.potential(), system.potential(long)))
+        position, cell = jnp.asarray(system.position), jnp.asarray(system.cell)
+        neighbors = system.allocate_neighbors(position, cell)
+        reference = {}
+        for name, model in (("short", short), ("long", long)):
+            calc = MLIPCalculator(model)
+            reference[name] = (calc.get_potential_energy(atoms), calc.get_forces(atoms))
+        for lam in (0.0, 0.3, 1.0):
+            _, energy, force, _, dudl = field(position, cell, neighbors, lam)
+            expected = (1 - lam) * reference["short"][0] + lam * reference["long"][0]
+            assert float(energy) == pytest.approx(expected, abs=1e-10)
+            np.testing.assert_allclose(np.asarray(force)[: len(atoms)],
+                                       (1 - lam) * reference["short"][1] + lam * reference["long"][1], atol=1e-10)
+            assert float(dudl) == pytest.approx(reference["long"][0] - reference["short"][0], abs=1e-10)
+
+
+def test_ti_command_between_two_models_gives_an_exact_shift(tmp_path, capsys):
+    """``mlip ti B STRUCTURE --from A`` with B = A plus 0.125 eV per atom: dU/dλ is
+    that constant at every step, so ΔF is exact."""
+    import json
+
+    from ase.io import write
+
+    from mlip.cli import main
+    from mlip.io import save_model
+
+    model = Model.create(elements=["Si"], r_cut=3.0, n_radial=2, n_angular=1, hidden_layers=(4,), seed=1)
+    params = jax.tree_util.tree_map(lambda x: x, model.params)
+    params["reference_energies"]["Si"] = params["reference_energies"]["Si"] + 0.125
+    save_model(model, tmp_path / "a.mlip")
+    save_model(Model(model.config, params), tmp_path / "b.mlip")
+    write(tmp_path / "si.extxyz", bulk("Si", "diamond", a=5.431, cubic=True))
+    status = main(["ti", str(tmp_path / "b.mlip"), str(tmp_path / "si.extxyz"), "--from", str(tmp_path / "a.mlip"),
+                   "--temperature", "100", "--points", "2", "--equilibration", "20", "--production", "40",
+                   "--json", str(tmp_path / "ti.json"), "--no-progress"])
+    assert status == 0
+    assert "eV/atom at 100.0 K" in capsys.readouterr().out
+    result = json.loads((tmp_path / "ti.json").read_text())
+    assert result["delta_f_per_atom_eV"] == pytest.approx(0.125, abs=1e-12)
+    assert result["error_per_atom_eV"] < 1e-12

@@ -52,21 +52,28 @@ class MDSystem:
 
     @classmethod
     def from_atoms(cls, model: Model, atoms: Atoms, skin: float = 0.5, dtype=jnp.float64,
-                   capacity_multiplier: float = 1.25) -> "MDSystem":
+                   capacity_multiplier: float = 1.25, cutoff: float | None = None) -> "MDSystem":
         """Validate ``atoms`` (elements, r_min, NaN) and pad it.
+
+        ``cutoff`` (Å, at least the model's) is the interaction range of the
+        neighbour list; give the largest cutoff when other models share the list
+        (:meth:`potential` with ``model``, e.g. to couple two models in TI).
 
         Raises:
             ValueError: unknown element, non-finite position, atoms closer than the
                 model's ``r_min``, a degenerate periodic cell.
         """
         pbc = tuple(bool(p) for p in atoms.pbc)
+        cutoff = model.cutoff if cutoff is None else float(cutoff)
+        if cutoff < model.cutoff:
+            raise ValueError(f"the neighbour-list cutoff {cutoff} Å is below the model's {model.cutoff} Å")
         pairs = host_pairs(atoms.positions, atoms.cell.array, np.array(pbc), model.cutoff)
         padded = pad_structure(model, atoms, pairs)
         n = len(atoms)
         mass = np.ones(padded.positions.shape[0])
         mass[:n] = atoms.get_masses()
         mask = np.arange(len(mass)) < n
-        cell_list = CellList(model.cutoff, skin=skin, pbc=pbc, r_min=model.config.r_min,
+        cell_list = CellList(cutoff, skin=skin, pbc=pbc, r_min=model.config.r_min,
                              capacity_multiplier=capacity_multiplier)
         return cls(model, n, padded.positions, mass, mask, padded.species, padded.element_rows,
                    np.asarray(atoms.cell.array, np.float64), pbc, cell_list, dtype)
@@ -75,13 +82,26 @@ class MDSystem:
         """A new jit neighbour list for ``position`` and ``cell`` (host; sizes with headroom)."""
         return self.cell_list.allocate(position, cell, atom_mask=self.atom_mask)
 
-    def potential(self):
-        """The model as ``(position, cell, neighbors) -> (neighbors, energy eV, force eV/Å,
-        virial eV)``, pure and jit-able: updates the neighbour list, then evaluates."""
-        functions = make_model_functions(self.model.config)
-        params = cast_params(self.model.params, self.dtype)
-        species = jnp.asarray(self.species)
-        rows = None if self.element_rows is None else tuple(jnp.asarray(r) for r in self.element_rows)
+    def potential(self, model: Model | None = None):
+        """The system's model (or another ``model`` of the same elements, whose cutoff
+        fits the neighbour list) as ``(position, cell, neighbors) -> (neighbors, energy
+        eV, force eV/Å, virial eV)``, pure and jit-able: updates the neighbour list,
+        then evaluates.  Models with a shorter cutoff than the list's ignore the
+        farther neighbours (their cutoff functions vanish there)."""
+        model = self.model if model is None else model
+        if sorted(model.elements) != sorted(self.model.elements):
+            raise ValueError(f"model elements {list(model.elements)} differ from the system's "
+                             f"{list(self.model.elements)}")
+        if model.cutoff > self.cell_list.cutoff:
+            raise ValueError(f"model cutoff {model.cutoff} Å exceeds the neighbour list's {self.cell_list.cutoff} Å; "
+                             "build the system with MDSystem.from_atoms(..., cutoff=...)")
+        order = [self.model.elements.index(e) for e in model.elements]  # model's element -> system's index
+        to_model = np.full(len(order) + 1, -1)
+        to_model[order] = np.arange(len(order))
+        functions = make_model_functions(model.config)
+        params = cast_params(model.params, self.dtype)
+        species = jnp.asarray(to_model[self.species])  # -1 (padding) stays -1
+        rows = None if self.element_rows is None else tuple(jnp.asarray(self.element_rows[i]) for i in order)
         update = self.cell_list.update
 
         def potential(position, cell, neighbors):

@@ -1,5 +1,6 @@
 """Free energies: coupled potentials U(λ), equilibrium thermodynamic integration
-(Gauss-Legendre in λ), Frenkel-Ladd absolute free energies of crystals."""
+(Gauss-Legendre in λ) between a model and an Einstein crystal or another model,
+non-equilibrium switching, Frenkel-Ladd absolute free energies of crystals."""
 
 from mlip.ti.integration import (
     FrenkelLaddResult,
@@ -8,10 +9,11 @@ from mlip.ti.integration import (
     block_average,
     frenkel_ladd,
     integrate,
+    model_to_model,
     switch,
     switching_schedule,
 )
 from mlip.ti.potentials import coupled, einstein_crystal, einstein_free_energy, harmonic_free_energy
 
 __all__ = ["FrenkelLaddResult", "SwitchingResult", "TIResult", "block_average", "coupled", "einstein_crystal",
-           "einstein_free_energy", "frenkel_ladd", "harmonic_free_energy", "integrate", "switch", "switching_schedule"]
+           "einstein_free_energy", "frenkel_ladd", "harmonic_free_energy", "integrate", "model_to_model", "switch", "switching_schedule"]

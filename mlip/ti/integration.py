@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units
 
-from mlip.md.driver import Simulation, initial_momenta
+from mlip.md.driver import THERMO_COLUMNS, Simulation, initial_momenta
 from mlip.md.settings import MDSettings, Outputs
 from mlip.md.system import MDSystem
 from mlip.model import Model
 from mlip.precision import with_float64
 from mlip.ti.potentials import coupled, einstein_crystal, einstein_free_energy
 
-DUDL_COLUMN = 9  # of mlip.md.driver.THERMO_COLUMNS
+DUDL_COLUMN = THERMO_COLUMNS.index("dudl_eV")
 
 
 def block_average(samples: np.ndarray, n_blocks: int = 10) -> tuple[float, float]:
@@ -237,3 +237,18 @@ def frenkel_ladd(model: Model, atoms: Atoms, temperature: float, n_points: int =
     f_einstein = einstein_free_energy(n, omega, kT)
     return FrenkelLaddResult(f_einstein + ti.delta_f, ti.delta_f_error, f_einstein, omega * units.fs,
                              float(msd.mean()), n, temperature, ti)
+
+
+@with_float64
+def model_to_model(model_a: Model, model_b: Model, atoms: Atoms, temperature: float, n_points: int = 5,
+                   equilibration: int = 500, production: int = 2000, timestep: float = 1.0, tau: float = 50.0,
+                   seed: int = 0, skin: float = 0.5, progress: bool = False) -> TIResult:
+    """``F_B - F_A`` (eV) between two models of the same elements for ``atoms`` at
+    ``temperature`` (K), NVT at the cell of ``atoms``.  The models may have
+    different cutoffs: both read one neighbour list of the larger cutoff."""
+    settings = MDSettings("langevin", temperature=temperature, timestep=timestep, tau=tau, seed=seed, skin=skin,
+                          block=100)
+    system = MDSystem.from_atoms(model_a, atoms, skin, cutoff=max(model_a.cutoff, model_b.cutoff))
+    simulation = Simulation(system, settings, coupled(system.potential(), system.potential(model_b)))
+    return integrate(simulation, initial_momenta(atoms, settings), n_points, equilibration, production,
+                     progress=progress)
