@@ -562,9 +562,6 @@ def _export_checks(model: Model, feature_range) -> None:
     from mlip.io import check_param_values
 
     config = model.config
-    unknown = [e for e in config.elements if e not in atomic_numbers or e == "X"]
-    if unknown:
-        raise N2P2Error(f"n2p2 needs chemical elements (weight files are named by atomic number), got {unknown}")
     if not config.hidden_layers:
         raise N2P2Error("n2p2 networks need at least one hidden layer; this model has none")
     lacking = sorted(set(config.activations) - set(_CODE_OF))
@@ -616,10 +613,10 @@ def write_n2p2(model: Model, directory: str | os.PathLike,
     """
     from mlip.io import write_atomic
 
-    _export_checks(model, feature_range)
     config, params = model.config, model.params
+    elements = _sorted_elements(config.elements, "n2p2 names weight files by atomic number")
+    _export_checks(model, feature_range)
     sf_set = config.symmetry_functions
-    elements = _sorted_elements(config.elements, "model")
     index = {e: n for n, e in enumerate(elements)}
     order = {}
     for element in elements:

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlip.kernels.cutoff import cutoff_function, cutoff_name
+from mlip.kernels.cutoff import CUTOFF_TYPES, cutoff_function, cutoff_name
 
 RADIAL_TYPES = (2,)
 ANGULAR_TYPES = (3, 9)
@@ -205,9 +205,7 @@ class SymmetryFunctionSet:
 
     def to_n2p2(self) -> str:
         """n2p2 ``input.nn`` fragment: cutoff_type plus one line per function."""
-        number = {"hard": 0, "cos": 1, "tanhu": 2, "tanh": 3, "exp": 4,
-                  "poly1": 5, "poly2": 6, "poly3": 7, "poly4": 8}[self.cutoff_type]
-        lines = [f"cutoff_type {number} {self.cutoff_alpha}"]
+        lines = [f"cutoff_type {CUTOFF_TYPES[self.cutoff_type]} {self.cutoff_alpha}"]
         lines += [f.to_n2p2() for f in self.functions]
         return "\n".join(lines) + "\n"
 
