@@ -91,19 +91,33 @@ def fit_output_layers(model: Model, samples: Sequence[Sample], energy_weight: fl
 
 
 @with_float64
+def random_feature_model(structures: Sequence, elements: Sequence[str], r_cut: float = 4.0, hidden: int = 24,
+                         n_radial: int = 4, n_angular: int = 2, seed: int = 0) -> Model:
+    """A random-feature model fitted to labelled ``structures`` (``Atoms`` with energy,
+    forces and, where periodic, stress results, e.g. from
+    :func:`mlip.training.generate.label`): random hidden layer of ``hidden`` tanh units
+    on the default symmetry-function grid (``r_cut`` Å), feature scaling fitted,
+    output layer by :func:`fit_output_layers`.  Seconds to make; physical, not accurate."""
+    from mlip.training.data import sample_from_atoms
+    from mlip.training.scaling import fit_feature_scaling
+
+    samples = [sample_from_atoms(atoms) for atoms in structures]
+    model = Model.create(elements=list(elements), r_cut=r_cut, n_radial=n_radial, n_angular=n_angular,
+                         hidden_layers=(hidden,), seed=seed)
+    model = fit_feature_scaling(model, [s.atoms for s in samples])
+    return fit_output_layers(model, samples)
+
+
 def random_feature_si(r_cut: float = 4.0, hidden: int = 24, n_structures: int = 12, seed: int = 0) -> Model:
     """A quick Si potential with a stable diamond minimum (near a = 5.42 Å), made in
-    seconds with nothing downloaded: random hidden layer of ``hidden`` tanh units
-    (feature scaling fitted), output layer fitted by :func:`fit_output_layers` to
+    seconds with nothing downloaded: :func:`random_feature_model` fitted to
     matscipy's Stillinger-Weber energies, forces and stresses of ``n_structures``
     strained (±4 %) and rattled (0.06 Å) 8-atom diamond cells.  For tests,
     benchmarks and examples that need a physical potential, not an accurate one.
     """
     from ase.build import bulk
 
-    from mlip.training.data import sample_from_atoms
     from mlip.training.generate import label, stillinger_weber_si
-    from mlip.training.scaling import fit_feature_scaling
 
     rng = np.random.default_rng(seed)
     structures = []
@@ -112,7 +126,4 @@ def random_feature_si(r_cut: float = 4.0, hidden: int = 24, n_structures: int = 
         atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.uniform(-0.04, 0.04, (3, 3))), scale_atoms=True)
         atoms.positions += rng.normal(0.0, 0.06, atoms.positions.shape)
         structures.append(atoms)
-    samples = [sample_from_atoms(atoms) for atoms in label(structures, stillinger_weber_si())]
-    model = Model.create(elements=["Si"], r_cut=r_cut, n_radial=4, n_angular=2, hidden_layers=(hidden,), seed=seed)
-    model = fit_feature_scaling(model, [s.atoms for s in samples])
-    return fit_output_layers(model, samples)
+    return random_feature_model(label(structures, stillinger_weber_si()), ["Si"], r_cut, hidden, seed=seed)
