@@ -15,21 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-from ase import units
 from ase.build import bulk
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
-from ase.phonons import Phonons
 
 from mlip.calculator import MLIPCalculator
-from mlip.ti import frenkel_ladd, harmonic_free_energy
-from mlip.ti.potentials import HBAR
+from mlip.ti import frenkel_ladd, harmonic_crystal
 
 from common import model_or_random_feature_si
 
@@ -41,21 +36,6 @@ def relaxed_diamond(model, repeat: int = 2):
         warnings.simplefilter("ignore")
         BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=1e-5, steps=200)
     return atoms
-
-
-def harmonic(model, atoms, temperature: float) -> dict:
-    """``U_0`` and the classical harmonic free energy from ASE phonons (eV)."""
-    with tempfile.TemporaryDirectory() as directory:
-        phonons = Phonons(atoms, MLIPCalculator(model), supercell=(1, 1, 1), delta=0.01,
-                          name=str(Path(directory) / "phonon"))
-        phonons.run()
-        phonons.read(acoustic=True)
-        energies = np.sort(phonons.band_structure([[0.0, 0.0, 0.0]])[0])  # hbar omega, eV
-    modes = energies[3:]  # the three translations have zero frequency
-    kT = units.kB * temperature
-    u0 = atoms.get_potential_energy()
-    return {"U0": u0, "F_harmonic": u0 + harmonic_free_energy(modes / HBAR, kT),
-            "lowest_mode_meV": 1e3 * modes[0], "highest_mode_meV": 1e3 * modes[-1]}
 
 
 def main(argv=None) -> int:
@@ -71,7 +51,7 @@ def main(argv=None) -> int:
     model = model_or_random_feature_si(args.model)
     atoms = relaxed_diamond(model)
     n = len(atoms)
-    reference = harmonic(model, atoms, args.temperature)
+    reference = harmonic_crystal(model, atoms, args.temperature)
     started = time.perf_counter()
     result = frenkel_ladd(model, atoms, args.temperature, n_points=args.points, production=args.production,
                           timestep=args.timestep, progress=True)

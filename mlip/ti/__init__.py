@@ -13,7 +13,9 @@ from mlip.ti.integration import (
     switch,
     switching_schedule,
 )
+from mlip.ti.harmonic import harmonic_crystal
 from mlip.ti.potentials import coupled, einstein_crystal, einstein_free_energy, harmonic_free_energy
 
 __all__ = ["FrenkelLaddResult", "SwitchingResult", "TIResult", "block_average", "coupled", "einstein_crystal",
-           "einstein_free_energy", "frenkel_ladd", "harmonic_free_energy", "integrate", "model_to_model", "switch", "switching_schedule"]
+           "einstein_free_energy", "frenkel_ladd", "harmonic_crystal", "harmonic_free_energy", "integrate",
+           "model_to_model", "switch", "switching_schedule"]
