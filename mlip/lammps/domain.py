@@ -7,13 +7,19 @@ several ghosts (several periodic images).  With the model cutoff ``r_c``:
 
 * the energy a rank reports is the sum of its **local** atoms' energies, so that
   summed over ranks every atom is counted once;
-* the force on a local atom ``k`` is ``-sum_i dE_i/dx_k`` over every atom (image)
-  ``i`` within ``r_c`` of ``k``, ghosts included.  The rank therefore evaluates the
-  per-atom energies of its local atoms **and** of the ghosts within ``r_c`` of them
-  (the "centres"), whose neighbours reach ``2 r_c`` beyond the local atoms: with
-  ``r_g >= 2 r_c`` (plus LAMMPS's neighbour skin for the atoms' motion between
-  re-neighbourings) every force on a local atom is exact and no forces on ghosts
-  have to be sent back to their owners (no reverse communication);
+* the force on a local atom ``k`` is ``-sum_i dE_i/dx_k`` over every atom image
+  ``i`` within ``r_c`` of ``k``.  Images of the rank's own atoms contribute through
+  the gradient of the local energies with respect to the ghost rows that are
+  images of ``k`` (by translation symmetry, ``dE_(b+T)/dx_k = dE_b/dx_(k-T)``), which
+  is added to ``k`` on the rank itself.  Images of atoms owned by other ranks are
+  evaluated here as extra "centres": the ghosts within ``r_c`` of a local atom whose
+  owner is elsewhere, with their own neighbours out to ``2 r_c`` beyond the local
+  atoms.  Only their gradient with respect to local rows is kept (their gradient on
+  images of local atoms would count a centre twice).  So with ``r_g >= 2 r_c`` (plus
+  LAMMPS's neighbour skin for the atoms' motion between re-neighbourings) every
+  force on a local atom is exact and no forces on ghosts are sent back to their
+  owners (no reverse communication).  On one rank every ghost is an image of a
+  local atom and only the local atoms are centres, as in mlip's calculator;
 * the virial ``dE/d(strain)`` (eV) is the sum over local atoms of the per-atom
   virials ``W_i = sum_j r_ij (x) dE_i/dr_ij``, the derivative of ``E_i`` with respect
   to a strain of ``i``'s own pair vectors; summed over ranks it is the whole
@@ -70,12 +76,12 @@ class DomainResult(NamedTuple):
 
 
 def make_domain_function(config: ModelConfig, chunk_size: int = 1024):
-    """Pure, jit-able ``(params, positions, species, centre_species, idx, n_local,
-    element_rows) -> (energy, energies, forces, virial, virials)`` for one rank.
+    """Pure, jit-able ``(params, positions, species, centre_species, idx, owner,
+    n_local, element_rows) -> (energy, energies, forces, virial, virials)`` for one rank.
 
     Rows of the padded arrays: the first ``C = idx.shape[0]`` rows are the centres
-    (local atoms first, rows ``< n_local``; then ghosts), the rest are ghosts that
-    only serve as neighbours, and padding.
+    (local atoms first, rows ``< n_local``; then ghosts owned by other ranks), the
+    rest are ghosts that only serve as neighbours, and padding.
 
     Args of the returned function:
         params: model parameters.
@@ -84,25 +90,34 @@ def make_domain_function(config: ModelConfig, chunk_size: int = 1024):
         centre_species: ``[C]`` element index of the centre rows, ``-1`` on rows
             that are not centres.
         idx: ``[C, M]`` neighbour rows of every centre, ``N`` in empty slots.
+        owner: ``[N]`` the local row whose force collects each row's gradient: the
+            row itself for local rows, the local atom a ghost is an image of, ``N``
+            (dropped) for the rest.
         n_local: number of local atoms (traced).
         element_rows: per element, the centre rows of that element
             (:func:`mlip.padding.element_rows` of ``centre_species``), or None.
 
     Returns ``energy`` (eV, sum over local rows), ``energies`` (``[C]`` eV),
-    ``forces`` (``[N, 3]`` eV/Å: minus the gradient of the sum of all centres'
-    energies; exact on the local rows), ``virial`` (``[3, 3]`` eV, sum of the
-    local rows' virials) and ``virials`` (``[C, 3, 3]`` eV, per centre).
+    ``forces`` (``[N, 3]`` eV/Å, complete on the local rows), ``virial``
+    (``[3, 3]`` eV, sum of the local rows' virials) and ``virials`` (``[C, 3, 3]``
+    eV, per centre).
     """
     functions = make_model_functions(config, chunk_size)
 
-    def evaluate(params, positions, species, centre_species, idx, n_local, element_rows=None):
+    def evaluate(params, positions, species, centre_species, idx, owner, n_local, element_rows=None):
         n_rows, n_centres = positions.shape[0], idx.shape[0]
         mask = idx < n_rows
         j = jnp.where(mask, idx, 0)
         species_j = jnp.where(mask, species[j], -1)
+        local_row = jnp.arange(n_rows) < n_local
+        local_centre = local_row[:n_centres]
 
         def total(positions, strains):
-            r_ij = positions[j] - positions[:n_centres, None, :]
+            # centres owned elsewhere see ghost positions as constants: only their
+            # gradient on local rows counts (images of local atoms are folded below)
+            frozen = jnp.where(local_row[:, None], positions, jax.lax.stop_gradient(positions))
+            r_ij = jnp.where(local_centre[:, None, None], positions[j] - positions[:n_centres, None, :],
+                             frozen[j] - frozen[:n_centres, None, :])
             # a strain per centre deforms only that centre's pair vectors, so its
             # gradient is the centre's own virial
             deformed = r_ij + jnp.einsum("cmx,cxy->cmy", r_ij, strains)
@@ -113,11 +128,11 @@ def make_domain_function(config: ModelConfig, chunk_size: int = 1024):
         strains = jnp.zeros((n_centres, 3, 3), dtype=positions.dtype)
         (_, energies), (d_positions, d_strains) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(
             positions, strains)
+        forces = -jnp.zeros_like(d_positions).at[owner].add(d_positions, mode="drop")
         virials = 0.5 * (d_strains + jnp.swapaxes(d_strains, 1, 2))
-        local = jnp.arange(n_centres) < n_local
-        energy = jnp.sum(jnp.where(local, energies, 0.0))
-        virial = jnp.sum(jnp.where(local[:, None, None], virials, 0.0), axis=0)
-        return energy, energies, -d_positions, virial, virials
+        energy = jnp.sum(jnp.where(local_centre, energies, 0.0))
+        virial = jnp.sum(jnp.where(local_centre[:, None, None], virials, 0.0), axis=0)
+        return energy, energies, forces, virial, virials
 
     return evaluate
 
@@ -143,7 +158,7 @@ class _Layout:
     reference: np.ndarray  # input positions at the build, Å
     min_distance: float  # shortest listed pair at the build, Å
     buffer: np.ndarray  # [N, 3] padded positions (rows past len(order) stay zero)
-    arrays: tuple  # device arrays: species, centre_species, idx, element_rows
+    arrays: tuple  # device arrays: species, centre_species, idx, owner, element_rows
 
 
 class DomainEvaluator:
@@ -203,8 +218,11 @@ class DomainEvaluator:
             rebuild: the rows no longer hold the atoms they held at the last call
                 (re-neighbouring, atoms exchanged or re-ordered): rebuild the list.
                 Without it a list is still only reused while it provably holds.
-            ids: ``[n]`` atom IDs used to name atoms in error messages (default:
-                the row numbers).
+            ids: ``[n]`` atom IDs (a ghost carries its atom's ID): ghosts that are
+                images of local atoms then pass their forces to them instead of
+                being evaluated as centres, and errors name atoms by ID.  Without
+                IDs (or with repeated local IDs) every ghost near a local atom is a
+                centre, which gives the same forces at more cost.
 
         Raises:
             ValueError: NaN or infinite positions, atoms closer than the model's
@@ -238,12 +256,13 @@ class DomainEvaluator:
         i, j, _ = self._neighbors.pairs(shifted, self._box, _OPEN)
         if self._neighbors.n_builds != self._seen_builds:
             self._seen_builds = self._neighbors.n_builds
-            layout = self._layout = self._build_layout(positions, shifted, species, n_local, i, j, names)
+            layout = self._layout = self._build_layout(positions, shifted, species, n_local, i, j, names,
+                                                       ids is not None)
         else:
             self._check_distances(layout, positions, names)
         layout.buffer[: len(layout.order)] = shifted[layout.order]
         energy, energies, forces, virial, virials = self._function(
-            self._params, jnp.asarray(layout.buffer, self.dtype), *layout.arrays[:3], n_local, layout.arrays[3])
+            self._params, jnp.asarray(layout.buffer, self.dtype), *layout.arrays[:4], n_local, layout.arrays[4])
         return DomainResult(
             float(energy),
             np.asarray(energies, dtype=np.float64)[:n_local],
@@ -253,14 +272,24 @@ class DomainEvaluator:
         )
 
     def _build_layout(self, positions: np.ndarray, shifted: np.ndarray, species: np.ndarray, n_local: int,
-                      i: np.ndarray, j: np.ndarray, names: np.ndarray) -> _Layout:
-        """Centres (local atoms and the ghosts listed as their neighbours), row order
-        (centres first, local atoms keep their rows) and the padded arrays."""
+                      i: np.ndarray, j: np.ndarray, names: np.ndarray, fold: bool) -> _Layout:
+        """Owners of the ghosts, centres (local atoms and the listed neighbours of
+        local atoms owned elsewhere), row order (centres first, local atoms keep
+        their rows) and the padded arrays."""
         self.n_builds += 1
         n_rows = len(positions)
+        owner = np.full(n_rows, -1, dtype=np.int64)
+        owner[:n_local] = np.arange(n_local)
+        local_ids = names[:n_local]
+        if fold and len(np.unique(local_ids)) == n_local:
+            by_id = np.argsort(local_ids)
+            at = np.minimum(np.searchsorted(local_ids[by_id], names[n_local:]), n_local - 1)
+            found = local_ids[by_id][at] == names[n_local:]
+            owner[n_local:][found] = by_id[at[found]]
         centre = np.zeros(n_rows, dtype=bool)
         centre[:n_local] = True
         centre[j[i < n_local]] = True
+        centre[n_local:] &= owner[n_local:] < 0
         order = np.concatenate([np.flatnonzero(centre), np.flatnonzero(~centre)])
         n_centres = int(centre.sum())
         new_row = np.empty(n_rows, dtype=np.int64)
@@ -274,13 +303,18 @@ class DomainEvaluator:
         padded = pad_structure(self.model, atoms, (*pairs, np.zeros((len(pairs[0]), 3), dtype=np.int64)),
                                self._capacity, n_padded=atom_bucket(n_rows))
         self._capacity = padded.nl.capacity
+        n_padded = len(padded.species)
         centre_species = padded.species[:n_centre_rows].copy()
         centre_species[n_centres:] = -1
         rows_of_elements = element_rows(centre_species, len(self.model.elements))
+        padded_owner = np.full(n_padded, n_padded, dtype=np.int32)  # N: dropped
+        owned = owner[order] >= 0
+        padded_owner[: n_rows][owned] = owner[order][owned]  # local rows keep their numbers
         arrays = (
             jnp.asarray(padded.species),
             jnp.asarray(centre_species),
             jnp.asarray(padded.nl.idx[:n_centre_rows]),
+            jnp.asarray(padded_owner),
             None if rows_of_elements is None else tuple(jnp.asarray(r) for r in rows_of_elements),
         )
         return _Layout(n_rows, n_local, species.copy(), order, n_centres, pairs, positions.copy(), min_distance,
