@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from mlip.compilation_cache import enable_compilation_cache
 from mlip.kernels.neighbor_list import VerletNeighborList
 from mlip.model import Model, cast_params, make_model_functions, virial_to_stress
 from mlip.padding import PaddedStructure, check_positions, pad_structure
@@ -33,14 +34,18 @@ class MLIPCalculator(Calculator):
         skin: Verlet skin of the neighbour list, Å; the list is rebuilt only when
             an atom moved more than half of it.
         chunk_size: atoms processed per chunk inside the kernel (memory bound).
+        compilation_cache: turn on JAX's persistent compilation cache
+            (:mod:`mlip.compilation_cache`; also off with ``MLIP_COMPILATION_CACHE=off``).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     @with_float64
     def __init__(self, model: Model | str | os.PathLike, dtype: str = "float64", skin: float = 0.3,
-                 chunk_size: int = 1024, **kwargs):
+                 chunk_size: int = 1024, compilation_cache: bool = True, **kwargs):
         super().__init__(**kwargs)
+        if compilation_cache:
+            enable_compilation_cache()
         if not isinstance(model, Model):
             from mlip.io import load_model
 

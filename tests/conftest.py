@@ -6,6 +6,8 @@ functions and the calculator are created once per session and reused.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -21,6 +23,9 @@ from mlip.training import fit_feature_scaling
 # low-level functions tested directly run in float64 (mlip itself never sets this;
 # tests/test_precision.py checks mlip's scoped float64 without it).
 jax.config.update("jax_enable_x64", True)
+# Tests compile in-process and do not write a persistent compilation cache (a cold
+# cache only costs time here; tests/test_compilation_cache.py checks it directly).
+os.environ["MLIP_COMPILATION_CACHE"] = "off"
 
 R_CUT = 4.0
 

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mlip`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    from mlip.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()  # a second run loads compiled code from disk (opt out: MLIP_COMPILATION_CACHE=off)
     try:
         status = args.run(args)
     except KeyboardInterrupt:
