@@ -45,17 +45,28 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     parser.add_argument("--cutoff", type=float, default=6.0, help="symmetry-function cutoff, Å")
     parser.add_argument("--chunk-size", type=int, default=1024)
+    parser.add_argument("--workload", choices=["type9", "type3"], default="type9",
+                        help="angular symmetry functions of the default grid (8 type 2 + 16 angular, "
+                             "eta ~ 0.099, 0.041, 0.022, 0.014 Å^-2, zeta 1 and 4, lambda ±1): wide type 9 "
+                             "with the tanh cutoff (the default model), or narrow type 3 with the cosine "
+                             "cutoff (issue 11's type-3 set)")
+    parser.add_argument("--rattle", type=float, default=0.02, help="random displacement, Å (issue 11: 0.05)")
     parser.add_argument("--json", help="write results to this JSON file")
     args = parser.parse_args()
 
     from mlip.model import make_model_functions
 
-    model = Model.create(elements=["Si"], r_cut=args.cutoff, hidden_layers=(25, 25))
+    if args.workload == "type3":
+        model = Model.create(elements=["Si"], r_cut=args.cutoff, hidden_layers=(25, 25),
+                             angular_type=3, cutoff_type="cos")
+    else:
+        model = Model.create(elements=["Si"], r_cut=args.cutoff, hidden_layers=(25, 25))
     dtype = jax.numpy.dtype(args.dtype)
     params = jax.tree_util.tree_map(lambda x: x.astype(dtype), model.params)
     evaluate = jax.jit(make_model_functions(model.config, args.chunk_size).energy_forces_virial)
     n_features = model.config.symmetry_functions.n_features("Si")
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), dtype {args.dtype}, "
+          f"workload {args.workload}, "
           f"cutoff {args.cutoff} Å, {n_features} symmetry functions, network {model.config.hidden_layers}")
     header = (f"{'atoms':>7} {'neigh':>6} {'compile s':>10} {'E+F ms':>10} {'µs/atom':>9} {'NL ms':>8} "
               f"{'NL µs/atom':>11} {'cells ms':>9} {'cells µs/atom':>14}")
@@ -64,7 +75,7 @@ def main() -> None:
     rows = []
     for repeat in args.repeats:
         atoms = bulk("Si", "diamond", 5.43, cubic=True).repeat(repeat)
-        atoms.rattle(0.02, seed=0)
+        atoms.rattle(args.rattle, seed=0)
         pairs_fn = lambda: host_pairs(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)  # noqa: E731
         padded = pad_structure(model, atoms, pairs_fn())
         inputs = padded.as_jax(dtype)
@@ -100,7 +111,8 @@ def main() -> None:
             "benchmark": "energy_forces_si_diamond",
             "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
             "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
-            "dtype": args.dtype, "cutoff": args.cutoff, "n_features": n_features,
+            "dtype": args.dtype, "workload": args.workload, "rattle": args.rattle,
+            "cutoff": args.cutoff, "n_features": n_features,
             "hidden_layers": list(model.config.hidden_layers), "jax": jax.__version__, "rows": rows,
         }, indent=2))
         print(f"wrote {path}")

@@ -171,3 +171,46 @@ def test_forces_on_lattice_directions_are_finite_and_exact():
     forces = atoms.get_forces()
     assert np.all(np.isfinite(forces)) and np.abs(forces).max() > 1e-4
     np.testing.assert_allclose(forces, calculate_numerical_forces(atoms, eps=1e-5), atol=1e-8)
+
+
+def _narrow_set() -> SymmetryFunctionSet:
+    """Type-3 functions sharing and not sharing radial groups, shapes and cutoffs:
+    r_s != 0, non-integer zeta, two cutoffs, mixed and equal element pairs."""
+    functions = []
+    for center in ("Si", "C"):
+        for pair in (("Si", "Si"), ("C", "Si"), ("C", "C")):
+            for eta, r_cut, r_s in [(0.1, R_CUT, 0.0), (0.03, R_CUT, 0.0), (0.2, R_CUT, 1.2), (0.1, 3.9, 0.0)]:
+                for lam, zeta in [(1.0, 1.0), (-1.0, 4.0), (1.0, 2.5)]:
+                    functions.append(SymmetryFunction(3, center, pair, eta, r_cut, r_s, lam, zeta))
+    return SymmetryFunctionSet(("Si", "C"), tuple(functions), cutoff_type="cos", cutoff_alpha=0.1)
+
+
+def test_narrow_angular_variants_match_brute_force():
+    sf_set = _narrow_set()
+    atoms = random_structure(seed=5, n_atoms=9, size=4.6)
+    reference = reference_symmetry_functions(atoms, sf_set)
+    for mine, theirs in zip(_kernel_values(sf_set, atoms), reference):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-12)
+    assert max(v.max() for v in reference) > 0.1
+
+
+@pytest.mark.parametrize("extra_slots", [1, 2, 3])
+def test_narrow_angular_independent_of_padding_width(extra_slots):
+    """The type-3 pair offsets depend on the parity of the row width M."""
+    from mlip.kernels.symmetry_functions import make_descriptor_kernel
+    from mlip.model import Model, init_params, neighbor_species, pair_vectors
+
+    sf_set = _narrow_set()
+    config = ModelConfig(sf_set, hidden_layers=(2,))
+    atoms = random_structure(seed=6, n_atoms=8, size=4.8)
+    padded = pad_structure(Model(config, init_params(config)), atoms,
+                           host_pairs(atoms.positions, atoms.cell.array, atoms.pbc, sf_set.max_cutoff))
+    positions, cell, species, nl = padded.as_jax()
+    r_ij, mask = pair_vectors(positions, cell, nl)
+    elements = neighbor_species(species, nl)
+    kernel = make_descriptor_kernel(sf_set)
+    wide = (jnp.pad(r_ij, ((0, 0), (0, extra_slots), (0, 0)), constant_values=0.7),
+            jnp.pad(mask, ((0, 0), (0, extra_slots))),
+            jnp.pad(elements, ((0, 0), (0, extra_slots)), constant_values=-1))
+    np.testing.assert_allclose(np.asarray(kernel(*wide)), np.asarray(kernel(r_ij, mask, elements)),
+                               rtol=1e-12, atol=1e-14)
