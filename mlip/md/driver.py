@@ -44,7 +44,7 @@ from mlip.kernels.cell_list import CellListError, CellListState
 from mlip.md.barostat import is_upper_triangular_cell
 from mlip.md.ensembles import ENSEMBLES, Ensemble, ForceField, StepParameters, init_state, uncoupled
 from mlip.md.settings import MDSettings, Outputs
-from mlip.md.state import MDState, kinetic_energy, pressure, pressure_tensor, volume
+from mlip.md.state import MDState, kinetic_energy, pressure_tensor, volume
 from mlip.md.system import MDSystem
 from mlip.model import Model, virial_to_stress
 from mlip.precision import DTYPES, with_float64
@@ -142,11 +142,11 @@ class _Block:
                 def body(carry, lam):
                     step_parameters = dataclasses.replace(parameters, lam=lam)
                     state, neighbors = ensemble.step(*carry, step_parameters)
-                    kinetic = kinetic_energy(state)
+                    tensor = pressure_tensor(state)
                     observed = jnp.concatenate([
-                        jnp.stack([state.energy, kinetic, pressure(state, kinetic), volume(state.cell),
+                        jnp.stack([state.energy, kinetic_energy(state), jnp.trace(tensor) / 3.0, volume(state.cell),
                                    ensemble.conserved(state, step_parameters), state.dudl]),
-                        pressure_tensor(state)[_VOIGT]])
+                        tensor[_VOIGT]])
                     return (state, neighbors), observed
 
                 return jax.lax.scan(body, (state, neighbors), lams)

@@ -82,11 +82,11 @@ def volume(cell) -> jax.Array:
     return jnp.abs(jnp.linalg.det(cell))
 
 
-def pressure(state: MDState, kinetic=None) -> jax.Array:
+def pressure(state: MDState) -> jax.Array:
     """Instantaneous pressure ``(2 K - tr W) / (3 V)``, eV/Å^3 (``K`` kinetic energy,
-    ``W`` the virial ``dE/d(strain)``): positive when the system pushes outwards."""
-    kinetic = kinetic_energy(state) if kinetic is None else kinetic
-    return (2.0 * kinetic - jnp.trace(state.virial)) / (3.0 * volume(state.cell))
+    ``W`` the virial ``dE/d(strain)``): positive when the system pushes outwards;
+    a third of the trace of :func:`pressure_tensor`."""
+    return jnp.trace(pressure_tensor(state)) / 3.0
 
 
 def pressure_tensor(state: MDState) -> jax.Array:
