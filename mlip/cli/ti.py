@@ -32,12 +32,12 @@ def run(args: argparse.Namespace) -> int:
     from ase.io import read
 
     from mlip.io import load_model
-    from mlip.ti import frenkel_ladd, model_to_model
+    from mlip.ti import frenkel_ladd
 
     model = load_model(args.model)
     atoms = read(args.structure, index=-1)
     if args.reference:
-        return _model_to_model(args, load_model(args.reference), model, atoms, model_to_model)
+        return _model_to_model(args, load_model(args.reference), model, atoms)
     result = frenkel_ladd(model, atoms, args.temperature, n_points=args.points, equilibration=args.equilibration,
                           production=args.production, msd_steps=args.msd_steps, timestep=args.timestep,
                           tau=args.tau, seed=args.seed, progress=not args.no_progress)
@@ -63,9 +63,11 @@ def _print_nodes(ti) -> None:
         print(f"{lam:8.4f} {mean:16.6f} {error:10.6f}")
 
 
-def _model_to_model(args, model_a, model_b, atoms, model_to_model) -> int:
+def _model_to_model(args, model_a, model_b, atoms) -> int:
     import json
     from pathlib import Path
+
+    from mlip.ti import model_to_model
 
     ti = model_to_model(model_a, model_b, atoms, args.temperature, n_points=args.points,
                         equilibration=args.equilibration, production=args.production, timestep=args.timestep,
