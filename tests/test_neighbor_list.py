@@ -55,6 +55,16 @@ def test_dense_capacity_grows_instead_of_dropping():
     np.testing.assert_array_equal(canonical(*pairs_from_dense(nl)), canonical(i, j, shifts))
 
 
+def test_dense_shifts_are_int8_when_they_fit_and_int32_otherwise():
+    positions = np.array([[0.1, 0.2, 0.3], [0.5, 0.4, 0.2]])
+    i, j, shifts = host_pairs(positions, np.diag([0.3, 1.1, 0.9]), np.ones(3, bool), 2.0)
+    order = np.random.default_rng(0).permutation(len(i))  # rows are filled in any input order
+    for scale, dtype in [(1, np.int8), (40, np.int32)]:  # |S| up to 7 (fits int8) or 280 (does not)
+        nl = dense_from_pairs(i[order], j[order], shifts[order] * scale, len(positions))
+        assert nl.shifts.dtype == dtype and nl.shifts.shape == (2, nl.capacity, 3)
+        np.testing.assert_array_equal(canonical(*pairs_from_dense(nl)), canonical(i, j, shifts * scale))
+
+
 def assert_valid(verlet, pairs, positions, cell, pbc):
     """The list holds no duplicate and exactly the pairs of a fresh build within the cutoff."""
     rows = canonical(*pairs)
