@@ -430,13 +430,14 @@ class _NarrowAngular:
         even = n_nbr % 2 == 0
 
         def offset_values(total, offset):
-            unit_k, d_k, mask_k, *factors_k = (x[:, offset : offset + n_nbr] for x in doubled_arrays)
+            unit_k, d_k, mask_k, *factors_k = (
+                jax.lax.dynamic_slice_in_dim(x, offset, n_nbr, axis=1) for x in doubled_arrays)
             factors_k = dict(zip(factors, factors_k))
             real = (mask_k > 0) & mask
             cos = jnp.sum(unit * unit_k, axis=-1)  # [n, M]
             r2_jk = jnp.where(real, distance * distance + d_k * d_k - 2.0 * distance * d_k * cos, 1.0)
             d_jk = jnp.sqrt(r2_jk)
-            weight = 1.0 if even and offset == half else 2.0
+            weight = jnp.where(even & (offset == half), 1.0, 2.0).astype(dtype)  # offset is traced
             cut = jnp.stack([cutoff_function(d_jk, r_c, cut_kind, alpha) for r_c in cutoffs], axis=-1)
             cut = jnp.where(real[..., None], cut, 0.0) * weight
             if centred:
@@ -453,9 +454,13 @@ class _NarrowAngular:
                 values.append(jnp.einsum("njg,njl->ngl", factor * radial, shapes).reshape(n, -1))
             return total + jnp.concatenate(values, axis=-1)
 
-        total = jnp.zeros((n, n_values), dtype=dtype)
-        for offset in range(1, half + 1):  # unrolled: measured 2x faster than a lax.scan
-            total = offset_values(total, offset)
+        # A scan over the offsets with a rematerialised body: the loop compiles once
+        # (unrolled, compile time grew with M: 15 s against 3 s at 512 atoms, M = 56) and
+        # the backward pass recomputes each offset instead of storing [M/2, n, M, .]
+        # residuals, which also made it faster than the unrolled loop (430 against 500
+        # µs/atom at 512 atoms, equal within noise under the chunked kernel).
+        body = jax.checkpoint(lambda total, offset: (offset_values(total, offset), None))
+        total, _ = jax.lax.scan(body, jnp.zeros((n, n_values), dtype=dtype), jnp.arange(1, half + 1))
         return select_columns(total, self.flat)
 
 
@@ -589,13 +594,14 @@ def chunked(kernel, chunk_size: int):
         if n <= chunk_size:
             return kernel(*arrays)
         n_chunks = math.ceil(n / chunk_size)
-        padded = n_chunks * chunk_size
+        size = -(-n // n_chunks)  # equal chunks of at most chunk_size: under n_chunks rows of padding
+        padded = n_chunks * size
 
         def reshape(x):
             if padded != n:
                 pad = [(0, padded - n)] + [(0, 0)] * (x.ndim - 1)
                 x = jnp.pad(x, pad)
-            return x.reshape((n_chunks, chunk_size) + x.shape[1:])
+            return x.reshape((n_chunks, size) + x.shape[1:])
 
         result = jax.lax.map(lambda xs: jax.checkpoint(kernel)(*xs), tuple(reshape(x) for x in arrays))
         return result.reshape((padded,) + result.shape[2:])[:n]
