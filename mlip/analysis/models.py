@@ -42,7 +42,7 @@ def regression_pipeline(kind: str, scale: bool = True, alphas=DEFAULT_ALPHAS, **
     if kind == "linear":
         estimator: BaseEstimator = LinearRegression(**params)
     elif kind == "ridge":
-        estimator = RidgeCV(alphas=alphas, **params)
+        estimator = RidgeCV(alphas=np.asarray(alphas, dtype=float), **params)
     elif kind == "kernel_ridge":
         estimator = KernelRidge(kernel="rbf", **params)
     elif kind == "svr":
