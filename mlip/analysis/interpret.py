@@ -9,7 +9,7 @@ computed exactly by enumerating all ``2^n`` coalitions (n <= 16).  For a model
 ``f``, an input ``x`` and background rows ``b`` the game is interventional:
 ``v(S) = mean_b f(x_S, b_rest)``, the players present take ``x``'s values and the
 others the background's, so ``sum_i phi_i = f(x) - mean_b f(b)`` (efficiency).
-:func:`shap_group_shapley` computes the same numbers with shap's exact explainer.
+:func:`shap_group_shapley` computes the same numbers with shap.
 
 Motif importance: remove (or re-label) a set of atoms, optionally relax the
 positions with the potential, and report::
@@ -160,13 +160,23 @@ def group_shapley(predict: Callable[[np.ndarray], np.ndarray], x, background,
     return shapley_from_coalitions(coalition_values(predict, x, background, groups))
 
 
-def shap_group_shapley(predict: Callable[[np.ndarray], np.ndarray], x, background,
-                       groups: Sequence[Sequence[int]]) -> np.ndarray:
-    """The same Shapley values by shap's ``ExactExplainer``: its players are the groups,
-    an input ``z in {0, 1}^n`` says which groups take ``x``'s values, masked players
-    take the all-zero background (group absent)."""
+def _kernel_shap(game: Callable[[np.ndarray], np.ndarray], x, background) -> np.ndarray:
+    """shap's ``KernelExplainer`` on all ``2^n`` coalitions: with every coalition
+    enumerated its weighted least-squares problem has the Shapley values as its
+    exact solution (no sampling; pure numpy, no numba compilation)."""
     import shap
 
+    x = np.atleast_2d(x)
+    _check_players(x.shape[1])
+    explainer = shap.KernelExplainer(game, np.atleast_2d(background))
+    return np.asarray(explainer.shap_values(x, nsamples=2 ** x.shape[1], silent=True), dtype=float)
+
+
+def shap_group_shapley(predict: Callable[[np.ndarray], np.ndarray], x, background,
+                       groups: Sequence[Sequence[int]]) -> np.ndarray:
+    """The values of :func:`group_shapley` computed by shap: its players are the groups,
+    an input ``z in {0, 1}^n`` says which groups take ``x``'s values, and the
+    background ``z = 0`` has every group absent."""
     x = np.asarray(x, dtype=float).ravel()
     background = np.atleast_2d(np.asarray(background, dtype=float))
     groups = _check_groups(groups, len(x))
@@ -176,18 +186,13 @@ def shap_group_shapley(predict: Callable[[np.ndarray], np.ndarray], x, backgroun
     def game(z):
         return values[(np.asarray(z) > 0.5).astype(int) @ weights]
 
-    explainer = shap.explainers.Exact(game, shap.maskers.Independent(np.zeros((1, len(groups)))))
-    return np.asarray(explainer(np.ones((1, len(groups)))).values[0], dtype=float)
+    return _kernel_shap(game, np.ones(len(groups)), np.zeros(len(groups)))[0]
 
 
 def shap_feature_values(predict: Callable[[np.ndarray], np.ndarray], x, background) -> np.ndarray:
-    """Per-feature Shapley values ``[n_rows, d]`` of rows ``x`` by shap's exact explainer
-    with an independent (interventional) masker over ``background``."""
-    import shap
-
-    background = np.atleast_2d(np.asarray(background, dtype=float))
-    masker = shap.maskers.Independent(background, max_samples=len(background))
-    return np.asarray(shap.explainers.Exact(predict, masker)(np.atleast_2d(x)).values, dtype=float)
+    """Per-feature interventional Shapley values ``[n_rows, d]`` of rows ``x`` by shap
+    (exact: all coalitions, background rows averaged)."""
+    return _kernel_shap(predict, np.asarray(x, dtype=float), np.asarray(background, dtype=float))
 
 
 def shap_summary_plot(path: str | os.PathLike, values, names: Sequence[str], title: str = "") -> Path:
