@@ -12,7 +12,8 @@ median of ``--repeats`` calls, in µs per atom.  Each peer has its own script in
 virtual environment: jax-md wants an older JAX than mlip's) and prints one JSON line.
 A peer that does not import is skipped with the reason; a run that passes
 ``--timeout`` or ``--memory-limit-gb`` is stopped and reported as ``timeout`` or
-``out of memory`` (larger sizes of that run are then skipped).
+``out of memory`` (larger sizes of that code, workload and precision are then
+skipped; after a float32 timeout, that size and larger ones in float64 too).
 
 Workloads (24 functions, cosine cutoff 6 Å, network 24-25-25-1 tanh, random weights):
 
@@ -121,7 +122,7 @@ def run_process(command: list[str], env: dict[str, str], cpus: list[int], timeou
             if time.monotonic() - start > timeout_s:
                 status = f"timeout (> {timeout_s:.0f} s)"
             elif _rss_bytes(process.pid) > memory_limit_bytes:
-                status = f"out of memory (RSS > {memory_limit_bytes / 1e9:.0f} GB)"
+                status = f"out of memory (RSS > {memory_limit_bytes / 1e9:g} GB)"
             if status:
                 os.killpg(process.pid, signal.SIGKILL)
                 pid, code, usage = os.wait4(process.pid, 0)
@@ -228,10 +229,12 @@ def main() -> None:
             found, reason = probe(interpreters[code], module, packages, env)
             versions[code] = found or {"skipped": reason}
             for workload in workloads:
-                for dtype in args.dtypes:
+                timed_out = {}  # atoms -> why: a float32 timeout skips that size and larger in float64
+                for dtype in sorted(args.dtypes, key=lambda d: d != "float32"):
                     stopped = ""
                     for n in args.sizes:
                         row = {"code": code, "workload": workload, "dtype": dtype, "atoms": n}
+                        stopped = stopped or next((why for m, why in timed_out.items() if m <= n), "")
                         if found is None or stopped:
                             rows.append({**row, "status": f"skipped: {reason or stopped}"})
                             print_row_progress(rows[-1])
@@ -250,7 +253,9 @@ def main() -> None:
                         else:
                             row["stderr_tail"] = outcome.get("stderr_tail", [])
                             if not outcome["status"].startswith("failed"):
-                                stopped = f"{outcome['status']} at {n} atoms"
+                                stopped = f"{dtype} {outcome['status']} at {n} atoms"
+                            if outcome["status"].startswith("timeout") and dtype == "float32":
+                                timed_out[n] = stopped
                         rows.append(row)
                         print_row_progress(row)
     for workload in ("type9", "type3"):
