@@ -128,7 +128,7 @@ def run_process(command: list[str], env: dict[str, str], cpus: list[int], timeou
                 pid, code, usage = os.wait4(process.pid, 0)
                 break
             time.sleep(0.2)
-        process.returncode = os.waitstatus_to_exitcode(code)
+        process.returncode = os.waitstatus_to_exitcode(code)  # reaped by wait4 (which gives its rusage)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -139,9 +139,10 @@ def run_process(command: list[str], env: dict[str, str], cpus: list[int], timeou
     tail = [line for line in stderr.strip().splitlines() if line.strip()][-3:]
     if status is None:
         text = stderr.lower()
-        if process.returncode == -signal.SIGKILL or "resource_exhausted" in text or "memoryerror" in text \
-                or "out of memory" in text:
+        if "resource_exhausted" in text or "memoryerror" in text or "out of memory" in text:
             status = "out of memory"
+        elif process.returncode == -signal.SIGKILL:
+            status = "out of memory (killed by SIGKILL, likely the kernel's OOM killer)"
         else:
             status = f"failed (exit {process.returncode})"
     return {"status": status, "stderr_tail": tail, **record}
@@ -278,9 +279,21 @@ def main() -> None:
             "cpus_available": len(available), "threads": args.threads, "repeats": args.repeats,
             "timeout_s": args.timeout, "memory_limit_GB": args.memory_limit_gb,
             "load_average_before": load_before, "load_average_after": load_after,
-            "versions": versions, "rows": rows,
+            "mlip_source": source_state(), "versions": versions, "rows": rows,
         }, indent=2))
         print(f"wrote {path}")
+
+
+def source_state() -> dict:
+    """The repository's commit and the files under ``mlip/`` that differ from it
+    (the measured code is the working tree)."""
+    def git(*words: str) -> str:
+        try:
+            return subprocess.run(["git", *words], cwd=HERE, capture_output=True, text=True).stdout.rstrip()
+        except OSError:
+            return ""
+    return {"commit": git("rev-parse", "HEAD"),
+            "modified": [line[3:] for line in git("status", "--porcelain", "--", "../mlip").splitlines()]}
 
 
 def print_row_progress(row: dict) -> None:
