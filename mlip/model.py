@@ -137,12 +137,52 @@ class EnergyResults(NamedTuple):
     virial: jax.Array  # [3, 3] eV: dE/d(strain); stress = virial / volume
 
 
-def pair_vectors(positions, cell, nl: NeighborList):
-    """``r_ij = R_j + S @ cell - R_i`` (Å) for every slot, and the validity mask."""
+def pair_vectors(positions, cell, nl: NeighborList, centres=None):
+    """``r_ij = R_j + S @ cell - R_i`` (Å) for every slot, and the validity mask.
+
+    ``centres`` (default ``positions``) are the ``R_i`` of the list's rows, for a
+    list covering a block of rows only (:func:`chunked_descriptors`)."""
     mask = nl.idx < positions.shape[0]
     j = jnp.where(mask, nl.idx, 0)
     offsets = jnp.einsum("nmk,kx->nmx", nl.shifts.astype(positions.dtype), cell)
-    return positions[j] + offsets - positions[:, None, :], mask
+    centres = positions if centres is None else centres
+    return positions[j] + offsets - centres[:, None, :], mask
+
+
+def chunked_descriptors(kernel, chunk_size: int):
+    """``(positions, cell, nl, neighbor_species, deformation=None) -> [N, n_union]``:
+    the per-atom descriptor ``kernel`` over checkpointed chunks of ``chunk_size``
+    atoms, each chunk forming its own pair vectors (``r_ij @ deformation`` if one
+    is given) from the positions.
+
+    Nothing of size ``[N, M, 3]`` (pair vectors, their cotangents) exists at once:
+    the memory of energy and forces grows with ``N * M`` only through the
+    neighbour list itself (a million atoms fit a few GB).  The values equal
+    ``kernel`` on :func:`pair_vectors` of all atoms at once.
+    """
+
+    def rows(positions, cell, deformation, idx, shifts, centres, species_j):
+        r_ij, mask = pair_vectors(positions, cell, NeighborList(idx, shifts), centres)
+        return kernel(r_ij if deformation is None else r_ij @ deformation, mask, species_j)
+
+    def apply(positions, cell, nl: NeighborList, species_j, deformation=None):
+        n = positions.shape[0]
+        if n <= chunk_size:
+            return rows(positions, cell, deformation, nl.idx, nl.shifts, positions, species_j)
+        n_chunks = -(-n // chunk_size)
+        extra = n_chunks * chunk_size - n
+
+        def split(x, fill):  # padding rows: no neighbours (idx = n), their outputs are dropped
+            if extra:
+                x = jnp.pad(x, [(0, extra)] + [(0, 0)] * (x.ndim - 1), constant_values=fill)
+            return x.reshape((n_chunks, chunk_size) + x.shape[1:])
+
+        chunks = (split(nl.idx, n), split(nl.shifts, 0), split(positions, 0), split(species_j, -1))
+        one_chunk = jax.checkpoint(lambda xs: rows(positions, cell, deformation, *xs))
+        result = jax.lax.map(one_chunk, chunks)
+        return result.reshape((n_chunks * chunk_size,) + result.shape[2:])[:n]
+
+    return apply
 
 
 def neighbor_species(species, nl: NeighborList):
@@ -188,11 +228,14 @@ class ModelFunctions:
 def make_model_functions(config: ModelConfig, chunk_size: int = 1024) -> ModelFunctions:
     """Build the pure energy functions of ``config`` (not yet jit-compiled).
 
-    ``chunk_size`` atoms are processed at a time (with rematerialisation) so the
-    memory of the triplet terms stays bounded for large systems.
+    ``chunk_size`` atoms are processed at a time (with rematerialisation), pair
+    vectors included (:func:`chunked_descriptors`), so the memory of the pair and
+    triplet terms stays bounded for large systems.
     """
     sf_set = config.symmetry_functions
-    kernel = chunked(make_descriptor_kernel(sf_set), chunk_size)
+    atom_kernel = make_descriptor_kernel(sf_set)
+    kernel = chunked(atom_kernel, chunk_size)
+    descriptors_in_chunks = chunked_descriptors(atom_kernel, chunk_size)
     network = AtomicNetwork(config.hidden_layers, config.activation)
     columns = {element: sf_set.feature_columns(element) for element in config.elements}
 
@@ -212,20 +255,17 @@ def make_model_functions(config: ModelConfig, chunk_size: int = 1024) -> ModelFu
                 energies = energies.at[element_rows[index]].set(atomic, mode="drop")
         return energies
 
-    def energies_from_pairs(params, r_ij, mask, species, neighbor_species, element_rows=None):
-        return energies_from_features(params, kernel(r_ij, mask, neighbor_species), species, element_rows)
-
     def atomic_energies(params, positions, cell, species, nl, element_rows=None):
-        r_ij, mask = pair_vectors(positions, cell, nl)
-        return energies_from_pairs(params, r_ij, mask, species, neighbor_species(species, nl), element_rows)
+        features = descriptors_in_chunks(positions, cell, nl, neighbor_species(species, nl))
+        return energies_from_features(params, features, species, element_rows)
 
     def energy_forces_virial(params, positions, cell, species, nl, element_rows=None):
         species_j = neighbor_species(species, nl)
 
         def total(positions, strain):
-            r_ij, mask = pair_vectors(positions, cell, nl)
-            deformed = r_ij @ (jnp.eye(3, dtype=positions.dtype) + strain)
-            energies = energies_from_pairs(params, deformed, mask, species, species_j, element_rows)
+            deformation = jnp.eye(3, dtype=positions.dtype) + strain
+            features = descriptors_in_chunks(positions, cell, nl, species_j, deformation)
+            energies = energies_from_features(params, features, species, element_rows)
             return jnp.sum(energies), energies
 
         strain = jnp.zeros((3, 3), dtype=positions.dtype)
@@ -235,8 +275,7 @@ def make_model_functions(config: ModelConfig, chunk_size: int = 1024) -> ModelFu
         return EnergyResults(energy, energies, -d_positions, 0.5 * (d_strain + d_strain.T))
 
     def descriptors(positions, cell, species, nl):
-        r_ij, mask = pair_vectors(positions, cell, nl)
-        return kernel(r_ij, mask, neighbor_species(species, nl))
+        return descriptors_in_chunks(positions, cell, nl, neighbor_species(species, nl))
 
     return ModelFunctions(config, atomic_energies, energy_forces_virial, descriptors, kernel, energies_from_features)
 
