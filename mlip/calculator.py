@@ -11,6 +11,7 @@ count and neighbour capacity so that a compiled function is reused across calls
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -19,10 +20,17 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from mlip.compilation_cache import enable_compilation_cache
 from mlip.kernels.neighbor_list import VerletNeighborList
-from mlip.model import Model, cast_params, make_model_functions, virial_to_stress
+from mlip.model import Model, ModelConfig, cast_params, make_model_functions, virial_to_stress
 from mlip.padding import PaddedStructure, check_positions, pad_structure
 from mlip.precision import DTYPES, with_float64
 
+
+@functools.lru_cache(maxsize=16)
+def compiled_energy_function(config: ModelConfig, chunk_size: int = 1024):
+    """``jax.jit`` of the energy/forces/virial function of ``config``, shared by every
+    calculator of that configuration (parameters are arguments), so each padded
+    shape is compiled once per process however many calculators use it."""
+    return jax.jit(make_model_functions(config, chunk_size).energy_forces_virial)
 
 
 class MLIPCalculator(Calculator):
@@ -55,13 +63,14 @@ class MLIPCalculator(Calculator):
         self.model = model
         self.dtype = DTYPES[dtype]
         self._params = cast_params(model.params, self.dtype)
-        self._evaluate = jax.jit(make_model_functions(model.config, chunk_size).energy_forces_virial)
+        self._evaluate = compiled_energy_function(model.config, chunk_size)
         self.neighbors = VerletNeighborList(model.cutoff, skin)
         self._capacity: int | None = None
 
     @property
     def n_compilations(self) -> int:
-        """How many input shapes the energy function has been compiled for."""
+        """How many input shapes the compiled energy function (shared by the
+        calculators of one model configuration) has been compiled for."""
         return self._evaluate._cache_size()
 
     @property

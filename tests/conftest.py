@@ -28,6 +28,9 @@ jax.config.update("jax_enable_x64", True)
 os.environ["MLIP_COMPILATION_CACHE"] = "off"
 
 R_CUT = 4.0
+# random_feature_si() saved once (tests/data/make_si_random_feature.py): a stable Si
+# potential (diamond minimum near 5.42 Å, 4 Å cutoff) loaded instead of refitted
+SI_RANDOM_FEATURE = os.path.join(os.path.dirname(__file__), "data", "si_random_feature.mlip")
 
 
 def random_structure(seed: int, n_atoms: int = 10, symbols=("Si", "C"), pbc=(True, True, True),
@@ -124,3 +127,11 @@ def evaluate(calc: MLIPCalculator, atoms: Atoms) -> Atoms:
     atoms = atoms.copy()
     atoms.calc = calc
     return atoms
+
+
+@pytest.fixture(scope="session")
+def si_model() -> Model:
+    """The stored random-feature Stillinger-Weber Si model (see ``SI_RANDOM_FEATURE``)."""
+    from mlip.io import load_model
+
+    return load_model(SI_RANDOM_FEATURE)

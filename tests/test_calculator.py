@@ -19,14 +19,16 @@ def test_no_recompilation_within_a_bucket(model):
     calc = MLIPCalculator(model, skin=0.5)
     structures = [random_structure(seed=s, n_atoms=n) for s, n in [(30, 9), (31, 10), (32, 12)]]
     assert len({atom_bucket(len(a)) for a in structures}) == 1
-    for atoms in structures:
+    evaluate(calc, structures[0]).get_forces()
+    compiled = calc.n_compilations  # shared with the other calculators of this model
+    for atoms in structures[1:]:
         evaluate(calc, atoms).get_forces()
-    assert calc.n_compilations == 1
+    assert calc.n_compilations == compiled
     atoms = evaluate(calc, structures[0])
     for step in range(5):  # small MD-like moves reuse the neighbour list and the compiled code
         atoms.positions += 0.01
         atoms.get_forces()
-    assert calc.n_compilations == 1
+    assert calc.n_compilations == compiled
     assert calc.neighbors.n_builds <= 5
 
 

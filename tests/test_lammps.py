@@ -29,16 +29,11 @@ from ase import Atoms
 from ase.build import bulk
 
 from mlip.calculator import MLIPCalculator
-from mlip.io import load_model
 from mlip.lammps import DomainEvaluator, command_words, split_commands
+from conftest import SI_RANDOM_FEATURE
 
-MODEL = Path(__file__).parent / "data" / "si_random_feature.mlip"  # random_feature_si(), 4 Å cutoff
+MODEL = Path(SI_RANDOM_FEATURE)  # random_feature_si(), 4 Å cutoff
 NKTV2P = 1.6021765e6  # LAMMPS metal units: eV/Å^3 -> bar
-
-
-@pytest.fixture(scope="module")
-def si_model():
-    return load_model(MODEL)
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,6 @@ from ase.md.verlet import VelocityVerlet
 from mlip.calculator import MLIPCalculator
 from mlip.md import MDSettings, Outputs, run_md
 from mlip.md.driver import maxwell_boltzmann_momenta
-from mlip.training.linear import random_feature_si
-
-
-@pytest.fixture(scope="module")
-def si_model():
-    return random_feature_si()
 
 
 def diamond(rattle: float = 0.03, seed: int = 1, temperature: float = 300.0):
