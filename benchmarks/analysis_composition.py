@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from pathlib import Path
+
+from analysis_common import finish
 
 
 def main(argv=None) -> int:
@@ -109,11 +110,7 @@ def main(argv=None) -> int:
         wins = np.mean(np.array(maes["ridge (CV penalty)"]) < np.array(maes["least squares"]))
         print(f"   ridge better in {wins:.0%} of draws")
         results[f"few_{target}_ridge_wins"] = float(wins)
-    print(f"\ntotal {time.perf_counter() - start:.1f} s")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+    return finish(results, args.json, start)
 
 
 if __name__ == "__main__":

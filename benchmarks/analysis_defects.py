@@ -16,9 +16,9 @@ compared with raw pixels on held-out images (another seed):
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
+
+from analysis_common import finish
 
 
 def main(argv=None) -> int:
@@ -58,11 +58,7 @@ def main(argv=None) -> int:
         results[name] = {"within_type": r.within_type, "between_types": r.between_types,
                          "knn_accuracy": r.knn_accuracy,
                          "per_type_within": dict(zip(DEFECT_TYPES, np.round(r.per_type_within, 4).tolist()))}
-    print(f"\ntotal {time.perf_counter() - start:.1f} s")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+    return finish(results, args.json, start)
 
 
 if __name__ == "__main__":

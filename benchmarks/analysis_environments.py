@@ -16,9 +16,10 @@ label the rows for reading the families.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
+
+from analysis_common import finish
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data" / "si_mlearn"
@@ -111,11 +112,7 @@ def main(argv=None) -> int:
     if args.plots:
         print("cluster map:", cluster_map(Path(args.plots) / "si_environments.png", clustering.transform(features),
                                           clusters, "mlearn Si training environments"))
-    print(f"\ntotal {time.perf_counter() - start:.1f} s")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+    return finish(results, args.json, start)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ def test_encoder_separates_defect_types():
     test_images, test_labels, _ = defect_images(6, seed=1, settings=settings)
     encoder = train_encoder(train_images, train_labels, steps=40, batch=16, seed=0)
     assert encoder.losses[-10:].mean() < 0.5 * encoder.losses[:5].mean()
-    report = embedding_report(encoder.embed(train_images), train_labels, encoder.embed(test_images), test_labels)
+    embedded = encoder.embed(np.concatenate([train_images, test_images]))  # one compilation
+    report = embedding_report(embedded[:len(train_images)], train_labels, embedded[len(train_images):], test_labels)
     assert report.within_type < 0.5 * report.between_types
     assert report.knn_accuracy >= 0.8

@@ -33,7 +33,6 @@ from mlip.analysis.interpret import (  # noqa: E402
     shapley_values,
     symmetry_function_groups,
 )
-from mlip.calculator import MLIPCalculator  # noqa: E402
 from mlip.kernels.symmetry_functions import default_symmetry_functions  # noqa: E402
 from mlip.model import Model  # noqa: E402
 from mlip.training import compute_descriptors, scaling_from_features  # noqa: E402
@@ -98,23 +97,47 @@ def small_model():
     return scaling_from_features(raw, features), features["Si"]
 
 
-def test_atom_energy_shapley_sums_to_the_calculator_energy(small_model, tmp_path):
+def test_atomic_energy_report_and_plot(tmp_path):
+    crystal = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    shell = np.setdiff1d(motif_indices(crystal, 3, 2.6), [3])  # the 12 first neighbours of site 3 ...
+    atoms = crystal.copy()
+    del atoms[3]
+    shell = np.where(shell > 3, shell - 1, shell)  # ... as indices after removing it
+    report = atomic_energy_report(atoms, EMT())
+    assert report.total == pytest.approx(EMT().get_potential_energy(atoms), rel=1e-12)
+    assert report.energies.sum() == pytest.approx(report.total, rel=1e-10)
+    highest = np.flatnonzero(report.energies > report.energies.max() - 1e-9)
+    np.testing.assert_array_equal(np.sort(highest), np.sort(shell))  # the vacancy's neighbours, all 12
+    assert f"{int(np.argmax(report.energies))} (Cu" in report.table()
+    assert plot_atomic_energies(tmp_path / "energies.png", atoms, report.energies).stat().st_size > 1000
+    with pytest.raises(ValueError, match="one energy per atom"):
+        plot_atomic_energies(tmp_path / "bad.png", atoms, report.energies[:-1])
+
+
+def test_atom_energy_shapley_sums_to_the_model_energy(small_model, tmp_path):
+    """Efficiency against the model's own per-atom energy of the padded structure
+    (the full pure energy function, not the features-to-energy half)."""
+    import jax
+
+    from mlip.kernels.neighbor_list import host_pairs
+    from mlip.model import make_model_functions
+    from mlip.padding import pad_structure
+    from mlip.precision import float64_scope
+
     small_model, background = small_model
     atoms = random_structure(11)
-    calc = MLIPCalculator(small_model, skin=0.0, compilation_cache=False)
-    report = atomic_energy_report(atoms, calc)
-    assert report.energies.sum() == pytest.approx(report.total, rel=1e-10)
-    assert "highest-energy atoms" in report.table()
-    assert plot_atomic_energies(tmp_path / "energies.png", atoms, report.energies).stat().st_size > 1000
-
+    padded = pad_structure(small_model, atoms, host_pairs(atoms.positions, atoms.cell.array, atoms.pbc,
+                                                         small_model.cutoff))
+    with float64_scope():
+        energies = np.asarray(jax.jit(make_model_functions(small_model.config).atomic_energies)(
+            small_model.params, *padded.as_jax()))
     index = next(i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "Si")
     groups = symmetry_function_groups(small_model, "Si", by="neighbors")
     assert set(groups) == {"Si", "C", "C-C", "C-Si", "Si-Si"}
     phi = atom_energy_shapley(small_model, atoms, index, groups, background)
     baseline = atom_energy_function(small_model, "Si")(background).mean()
-    assert sum(phi.values()) == pytest.approx(report.energies[index] - baseline, rel=1e-8, abs=1e-10)
-    by_type = symmetry_function_groups(small_model, "Si")
-    assert set(by_type) == {"radial", "angular (wide)"}
+    assert sum(phi.values()) == pytest.approx(energies[index] - baseline, rel=1e-8, abs=1e-10)
+    assert set(symmetry_function_groups(small_model, "Si")) == {"radial", "angular (wide)"}
     assert shap_summary_plot(tmp_path / "shap.png", [list(phi.values())], list(phi)).stat().st_size > 1000
 
 

@@ -57,7 +57,7 @@ def main(outdir: str = "analysis_out") -> None:
     print(report.table())
     print("plot:", plot_atomic_energies(out / "vacancy_energies.png", vacancy, report.energies, "Si vacancy"))
 
-    neighbour = int(motif_indices(crystal, 0, 2.5)[1]) - 1  # a first neighbour of the vacancy (index shifted by 1)
+    neighbour = int(motif_indices(crystal, 0, 2.5)[1]) - 1  # a first neighbour of the vacancy (site 0 removed)
     groups = symmetry_function_groups(model, "Si")
     background = compute_descriptors(model, [crystal])["Si"]
     shapley = atom_energy_shapley(model, vacancy, neighbour, groups, background)

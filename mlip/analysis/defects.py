@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import flax.linen as nn
 import jax
@@ -194,8 +195,13 @@ class TrainedEncoder:
     params: dict
     losses: np.ndarray
 
+    @cached_property
+    def _apply(self):
+        return jax.jit(self.module.apply)
+
     def embed(self, images) -> np.ndarray:
-        return np.asarray(jax.jit(self.module.apply)(self.params, jnp.asarray(images, jnp.float32)))
+        """Embeddings ``[n, embedding]`` (unit vectors) of ``images [n, size, size]``."""
+        return np.asarray(self._apply(self.params, jnp.asarray(images, jnp.float32)))
 
 
 def train_encoder(images: np.ndarray, labels: np.ndarray, steps: int = 300, batch: int = 32,

@@ -63,7 +63,7 @@ class AtomicEnergyReport:
         for element in dict.fromkeys(self.symbols):
             e = self.energies[symbols == element]
             lines.append(f"{element:>8s} {len(e):6d} {e.mean():12.5f} {e.std():10.5f} {e.min():12.5f} {e.max():12.5f}")
-        lines.append(f"highest-energy atoms: " + ", ".join(
+        lines.append("highest-energy atoms: " + ", ".join(
             f"{i} ({self.symbols[i]}, {self.energies[i]:.5f} eV)" for i in np.argsort(-self.energies)[:top]))
         return "\n".join(lines)
 
