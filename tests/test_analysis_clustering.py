@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
+pytest.importorskip("mendeleev")
 
 from ase.build import bulk, fcc100  # noqa: E402
 

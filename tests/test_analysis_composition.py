@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -35,9 +36,10 @@ from mlip.analysis.models import (  # noqa: E402
 )
 
 
-def test_missing_extra_names_the_install_command():
-    with pytest.raises(ImportError, match=r"pip install -e '\.\[analysis\]'"):
-        require("sklearn", "no_such_module_xyz")
+def test_missing_extra_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
+    with pytest.raises(ImportError, match=r"needs sklearn, no_such_module_xyz.*pip install -e '\.\[analysis\]'"):
+        require("sklearn", "no_such_module_xyz", "numpy")
 
 
 def test_core_never_imports_analysis():

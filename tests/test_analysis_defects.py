@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
+pytest.importorskip("mendeleev")
 
 import jax.numpy as jnp  # noqa: E402
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+pytest.importorskip("sklearn")
 pytest.importorskip("mendeleev")
 
 from mlip.analysis.descriptors import (  # noqa: E402

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
-shap = pytest.importorskip("shap")
+pytest.importorskip("mendeleev")
+pytest.importorskip("shap")
 
 from ase.build import bulk  # noqa: E402
 from ase.calculators.emt import EMT  # noqa: E402

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 INSTALL_HINT = "pip install -e '.[analysis]'"
 
 
 def require(*modules: str) -> None:
-    """``ImportError`` naming the install command if any of ``modules`` is missing."""
-    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    """Import ``modules``; ``ImportError`` naming the install command if any is missing."""
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise ImportError(
             f"mlip.analysis needs {', '.join(missing)}, which is not installed: run {INSTALL_HINT}"

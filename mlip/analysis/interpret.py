@@ -36,6 +36,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.neighborlist import neighbor_list
 
+from mlip.analysis._extra import require
 from mlip.analysis.plotting import new_figure, save_figure
 from mlip.model import Model, make_model_functions
 from mlip.precision import float64_scope
@@ -164,6 +165,7 @@ def _kernel_shap(game: Callable[[np.ndarray], np.ndarray], x, background) -> np.
     """shap's ``KernelExplainer`` on all ``2^n`` coalitions: with every coalition
     enumerated its weighted least-squares problem has the Shapley values as its
     exact solution (no sampling; pure numpy, no numba compilation)."""
+    require("shap")
     import shap
 
     x = np.atleast_2d(x)
