@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from ase import Atoms
 
-from mlip.kernels.neighbor_list import NeighborList, dense_from_pairs, round_up
+from mlip.kernels.neighbor_list import NeighborList, dense_from_pairs, round_up, shortest_pair
 from mlip.model import Model
 
 
@@ -43,26 +43,13 @@ def check_positions(positions) -> np.ndarray:
 
 
 def check_distances(model: Model, positions: np.ndarray, cell: np.ndarray,
-                    pairs: tuple[np.ndarray, np.ndarray, np.ndarray], chunk: int = 1 << 20) -> None:
-    """``ValueError`` if two atoms are closer than the model's ``r_min`` (Å).
-
-    The pairs are measured ``chunk`` at a time, so the temporaries stay small
-    (a million atoms have tens of millions of pairs)."""
-    i, j, shifts = pairs
-    closest, shortest = -1, np.inf
-    for start in range(0, len(i), chunk):
-        part = slice(start, start + chunk)
-        vectors = np.take(positions, j[part], axis=0)
-        vectors -= np.take(positions, i[part], axis=0)
-        for axis in range(3):  # S @ cell, without numpy's slow [P, 3] x [3, 3] product
-            vectors += shifts[part, axis, None] * cell[axis]
-        squared = np.einsum("ij,ij->i", vectors, vectors)
-        best = int(np.argmin(squared))
-        if squared[best] < shortest:
-            closest, shortest = start + best, float(squared[best])
-    if closest >= 0 and np.sqrt(shortest) < model.config.r_min:
+                    pairs: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """``ValueError`` if two atoms are closer than the model's ``r_min`` (Å)."""
+    closest, distance = shortest_pair(positions, cell, pairs)
+    if distance < model.config.r_min:
+        i, j, _ = pairs
         raise ValueError(
-            f"atoms {i[closest]} and {j[closest]} are {np.sqrt(shortest):.4f} Å apart, closer than "
+            f"atoms {i[closest]} and {j[closest]} are {distance:.4f} Å apart, closer than "
             f"the model's trained range (r_min = {model.config.r_min} Å)"
         )
 

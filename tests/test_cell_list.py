@@ -29,6 +29,18 @@ def assert_same_pairs(nl, positions, cell, pbc, cutoff):
     return len(reference)
 
 
+_build = jax.jit(build_cell_list, static_argnums=0)
+
+
+def jit_built(state, positions, cell, atom_mask=None):
+    """The list of the jit build for ``state``'s sizes (allocation packs host pairs)."""
+    mask = jnp.ones(len(positions), bool) if atom_mask is None else jnp.asarray(atom_mask)
+    nl, error = _build(state.spec, jnp.asarray(positions), jnp.asarray(cell), mask)
+    assert int(error) == 0
+    assert nl.idx.dtype == state.nl.idx.dtype and nl.shifts.dtype == state.nl.shifts.dtype
+    return nl
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_cell_list_equals_ase_on_random_triclinic_cells(seed):
     """Triclinic, open, partially periodic and thin cells (several images of an atom)."""
@@ -36,6 +48,7 @@ def test_cell_list_equals_ase_on_random_triclinic_cells(seed):
     state = CellList(cutoff, skin=0.0, pbc=pbc).allocate(positions, cell)
     assert not state.did_overflow
     assert assert_same_pairs(state.nl, positions, cell, pbc, cutoff) > 0
+    assert_same_pairs(jit_built(state, positions, cell), positions, cell, pbc, cutoff)
 
 
 def test_cell_much_thinner_than_cutoff_enumerates_images():
@@ -44,6 +57,7 @@ def test_cell_much_thinner_than_cutoff_enumerates_images():
     state = CellList(3.0, skin=0.0).allocate(positions, cell)
     assert state.spec.grid == (1, 1, 1) and min(state.spec.reach) >= 3
     assert assert_same_pairs(state.nl, positions, cell, (True,) * 3, 3.0) > 100
+    assert_same_pairs(jit_built(state, positions, cell), positions, cell, (True,) * 3, 3.0)
 
 
 def test_large_periodic_box_uses_many_bins():
@@ -55,6 +69,7 @@ def test_large_periodic_box_uses_many_bins():
         assert state.spec.grid == tuple(int(w * bins_per_cutoff // 3.9) for w in face_distances(cell))
         assert state.spec.reach == (bins_per_cutoff,) * 3 and state.spec.n_bins >= 27
         assert_same_pairs(state.nl, positions, cell, (True,) * 3, 3.9)
+        assert_same_pairs(jit_built(state, positions, cell), positions, cell, (True,) * 3, 3.9)
 
 
 def test_padding_rows_are_neither_atoms_nor_neighbours():
@@ -63,10 +78,11 @@ def test_padding_rows_are_neither_atoms_nor_neighbours():
     padded = np.concatenate([positions, np.zeros((5, 3))])
     mask = np.arange(n + 5) < n
     state = CellList(cutoff, skin=0.0, pbc=pbc).allocate(padded, cell, atom_mask=mask)
-    idx = np.asarray(state.nl.idx)
-    assert np.all(idx[n:] == n + 5)
-    assert not np.any((idx >= n) & (idx < n + 5))
-    assert_same_pairs(state.nl, positions, cell, pbc, cutoff)  # padding rows hold no pairs
+    for nl in (state.nl, jit_built(state, padded, cell, mask)):
+        idx = np.asarray(nl.idx)
+        assert np.all(idx[n:] == n + 5)
+        assert not np.any((idx >= n) & (idx < n + 5))
+        assert_same_pairs(nl, positions, cell, pbc, cutoff)  # padding rows hold no pairs
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +203,8 @@ def test_float32_positions_give_the_same_list(periodic_case):
     state = cell_list.allocate(jnp.asarray(positions, jnp.float32), jnp.asarray(cell, jnp.float32))
     assert state.nl.idx.dtype == jnp.int32 and state.reference_positions.dtype == jnp.float32
     assert_same_pairs(state.nl, positions, cell, (True,) * 3, 3.6)
+    nl = jit_built(state, jnp.asarray(positions, jnp.float32), jnp.asarray(cell, jnp.float32))
+    assert_same_pairs(nl, positions, cell, (True,) * 3, 3.6)
 
 
 def test_model_energy_with_cell_list_equals_host_list(model):
@@ -197,7 +215,7 @@ def test_model_energy_with_cell_list_equals_host_list(model):
     state = CellList(model.cutoff, skin=0.5).allocate(positions, cell, atom_mask=species >= 0)
     evaluate = jax.jit(make_model_functions(model.config).energy_forces_virial)
     with_host = evaluate(model.params, positions, cell, species, host_nl)
-    with_cells = evaluate(model.params, positions, cell, species, state.nl)
+    with_cells = evaluate(model.params, positions, cell, species, jit_built(state, positions, cell, species >= 0))
     assert float(with_cells.energy) == pytest.approx(float(with_host.energy), abs=1e-12)
     np.testing.assert_allclose(with_cells.forces, with_host.forces, atol=1e-12)
     np.testing.assert_allclose(with_cells.virial, with_host.virial, atol=1e-12)

@@ -5,7 +5,8 @@ every array shape is fixed.  This module follows JAX-MD's pattern:
 
 * :meth:`CellList.allocate` (host, not jit-able) measures the system and fixes the
   static sizes -- the bin grid, the atoms per bin and the neighbours per atom, with
-  headroom -- in a hashable :class:`CellListSpec`;
+  headroom -- in a hashable :class:`CellListSpec`, and packs the first list from
+  the host pairs it measured (nothing is compiled);
 * :meth:`CellList.update` (pure, jit-able) rebuilds the list from new positions and
   cell when the Verlet skin has been used up, and raises the state's ``overflow``
   flag when anything no longer fits: a bin or a neighbour row ran out of slots, or
@@ -59,8 +60,10 @@ from mlip.kernels.neighbor_list import (
     NeighborList,
     check_cell,
     complete_open_directions,
+    dense_from_pairs,
     host_pairs,
     round_up,
+    shortest_pair,
 )
 
 # Relative widening of the bins: keeps the "neighbours within reach bins" guarantee
@@ -340,11 +343,11 @@ class CellList:
 
         frame, origin = self._binning_frame(real, cell_np, pbc)
         grid, reach = self._grid(frame, pbc, n_atoms=len(real))
-        _, bins = _assign_bins((real - origin) @ np.linalg.inv(frame), pbc, np.array(grid, dtype=np.int32))
-        flat = np.asarray(_flat_index(bins, grid))
+        _, bins = _assign_bins((real - origin) @ np.linalg.inv(frame), pbc, np.array(grid, dtype=np.int32), xp=np)
+        flat = _flat_index(bins, grid)
         max_per_bin = int(np.bincount(flat, minlength=1).max(initial=0))
 
-        i, _, _ = host_pairs(real, cell_np, pbc, self.list_cutoff)
+        i, j, shifts = host_pairs(real, cell_np, pbc, self.list_cutoff)
         max_neighbors = int(np.bincount(i, minlength=1).max(initial=0))
 
         spec = CellListSpec(
@@ -358,13 +361,18 @@ class CellList:
             origin=tuple(float(x) for x in origin),
             r_min=self.r_min,
         )
-        positions = jnp.asarray(positions, dtype)
-        cell = jnp.asarray(cell, dtype)
-        mask = jnp.asarray(mask_np)
-        nl, error, min_distance = _build_compiled(spec, positions, cell, mask, self.batch_size)
-        if int(error) & CellListError.OVERFLOW:  # sizes were measured on this very input
-            raise RuntimeError("cell list overflowed right after allocation; this is a bug in mlip")
-        state = CellListState(nl, positions, cell, mask, error, jnp.zeros((), jnp.int32), min_distance, spec)
+        # the first list comes from the host pairs just measured (nothing to compile here);
+        # rows of real atoms keep their indices among the padded rows
+        rows = np.flatnonzero(mask_np).astype(np.int32)
+        nl = dense_from_pairs(rows[i], rows[j], shifts, len(positions_np), capacity=spec.neighbor_capacity,
+                              shift_dtype=np.int32)
+        min_distance = shortest_pair(real, cell_np, (i, j, shifts))[1] if self.r_min > 0.0 else np.inf
+        error = CellListError.TOO_CLOSE if min_distance < self.r_min else CellListError.NONE
+        # numpy arrays of the final dtypes, then put on the device: no conversion to compile
+        arrays = (nl.idx, nl.shifts, np.asarray(positions, dtype), np.asarray(cell, dtype), mask_np,
+                  np.int32(error), np.int32(0), np.asarray(min_distance, dtype))
+        idx, shifts, positions, cell, mask, error, n_rebuilds, min_distance = jax.device_put(arrays)
+        state = CellListState(NeighborList(idx, shifts), positions, cell, mask, error, n_rebuilds, min_distance, spec)
         state.check(positions_np, cell_np)
         return state
 
@@ -502,12 +510,13 @@ def _listed_too_close_error(spec: CellListSpec, positions, cell, nl: NeighborLis
     return jnp.where(close, jnp.int32(CellListError.TOO_CLOSE), jnp.int32(0))
 
 
-def _assign_bins(fractional, pbc: np.ndarray, grid: np.ndarray):
+def _assign_bins(fractional, pbc: np.ndarray, grid: np.ndarray, xp=jnp):
     """Periodic image (``floor`` of the fractional coordinate, 0 along open
     directions) and 3-d bin of every atom; atoms outside the grid are clipped
-    into the edge bins.  Shared by the host allocation and the jit build."""
-    image = jnp.where(pbc, jnp.floor(fractional), 0.0)
-    bins = jnp.clip(jnp.floor((fractional - image) * grid).astype(jnp.int32), 0, grid - 1)
+    into the edge bins.  Shared by the host allocation (``xp=numpy``: nothing to
+    compile) and the jit build."""
+    image = xp.where(pbc, xp.floor(fractional), 0.0)
+    bins = xp.clip(xp.floor((fractional - image) * grid).astype(xp.int32), 0, grid - 1)
     return image, bins
 
 
@@ -595,12 +604,16 @@ def _build(spec: CellListSpec, positions, cell, atom_mask, batch_size: int):
         is_self = (j == i) & jnp.all(wraps == 0, axis=-1)[:, None]
         squared = jnp.sum(vectors * vectors, axis=-1)
         within = ((j < n_atoms) & (squared < cutoff_squared) & ~is_self).reshape(-1)
-        rank = jnp.cumsum(within) - 1
-        destination = jnp.where(within, rank, capacity)  # the extra slot collects non-neighbours
-        shifts = (wraps[:, None, :] + image_i - image_table[target_flat]).reshape(-1, 3)
-        idx = jnp.full(capacity + 1, n_atoms, jnp.int32).at[destination].set(j.reshape(-1), mode="drop")
-        shift = jnp.zeros((capacity + 1, 3), jnp.int32).at[destination].set(shifts, mode="drop")
-        found = idx[:capacity], shift[:capacity], jnp.sum(within)
+        # compaction by gathers: the candidate index of each of the first `capacity` hits
+        # (jnp.nonzero: one scatter-add of counts instead of scattering every candidate)
+        chosen = jnp.nonzero(within, size=capacity, fill_value=within.shape[0])[0]
+        filled = chosen < within.shape[0]
+        chosen = jnp.where(filled, chosen, 0)
+        bin_of, slot = chosen // j.shape[1], chosen % j.shape[1]
+        idx = jnp.where(filled, j[bin_of, slot], n_atoms)
+        shift = wraps[bin_of] + image_i - image_table[target_flat[bin_of], slot]
+        shift = jnp.where(filled[:, None], shift, 0)
+        found = idx, shift, jnp.sum(within)
         if check_distances:  # squared distance to the nearest listed neighbour, from the distances above
             found += (jnp.min(jnp.where(within, squared.reshape(-1), jnp.inf)),)
         return found

@@ -109,6 +109,27 @@ def host_pairs(
     return pairs
 
 
+def shortest_pair(
+    positions: np.ndarray, cell: np.ndarray, pairs: tuple[np.ndarray, np.ndarray, np.ndarray], chunk: int = 1 << 20
+) -> tuple[int, float]:
+    """Index into ``pairs`` of the shortest pair vector and its length (Å);
+    ``(-1, inf)`` for no pairs.  Measured ``chunk`` pairs at a time, so the
+    temporaries stay small (a million atoms have tens of millions of pairs)."""
+    i, j, shifts = pairs
+    closest, shortest = -1, np.inf
+    for start in range(0, len(i), chunk):
+        part = slice(start, start + chunk)
+        vectors = np.take(positions, j[part], axis=0)
+        vectors -= np.take(positions, i[part], axis=0)
+        for axis in range(3):  # S @ cell, without numpy's slow [P, 3] x [3, 3] product
+            vectors += shifts[part, axis, None] * cell[axis]
+        squared = np.einsum("ij,ij->i", vectors, vectors)
+        best = int(np.argmin(squared))
+        if squared[best] < shortest:
+            closest, shortest = start + best, float(squared[best])
+    return closest, float(np.sqrt(shortest))
+
+
 def complete_open_directions(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     """Make the cell non-singular by completing degenerate open-direction vectors.
 
