@@ -7,7 +7,9 @@ minimum); systems are 64-atom diamond cells so that each run takes seconds."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 
+import jax
 import numpy as np
 import pytest
 from scipy.stats import kstest
@@ -17,7 +19,8 @@ from ase.md.verlet import VelocityVerlet
 
 from mlip.calculator import MLIPCalculator
 from mlip.md import MDSettings, Outputs, run_md
-from mlip.md.driver import maxwell_boltzmann_momenta
+from mlip.md.driver import Simulation, maxwell_boltzmann_momenta
+from mlip.md.system import MDSystem
 
 
 def diamond(rattle: float = 0.03, seed: int = 1, temperature: float = 300.0):
@@ -193,6 +196,24 @@ def test_atoms_driven_together_stop_the_run_naming_them(si_model):
     atoms.set_momenta(momenta)
     with pytest.raises(ValueError, match=rf"step \d+: atoms 0 and {partner} are 0\.[0-4]\d* Å apart, closer than r_min"):
         run_md(si_model, atoms, MDSettings("nve", timestep=1.0, steps=200, block=20))
+
+
+def test_runs_of_one_system_share_compiled_code_and_other_parameters_do_not(si_model):
+    atoms = diamond()
+    settings = MDSettings("langevin", temperature=300.0, timestep=1.0, steps=10, tau=50.0, block=10)
+    first = Simulation(MDSystem.from_atoms(si_model, atoms), settings)
+    again = Simulation(MDSystem.from_atoms(si_model, diamond(seed=2)),
+                       MDSettings(**{**settings.__dict__, "temperature": 500.0, "seed": 3, "steps": 20}))
+    assert again._block is first._block
+    stiffer = dataclasses.replace(si_model, params=jax.tree_util.tree_map(lambda x: 1.01 * x, si_model.params))
+    other_model = Simulation(MDSystem.from_atoms(stiffer, atoms), settings)
+    other_step = Simulation(MDSystem.from_atoms(si_model, atoms), MDSettings(**{**settings.__dict__, "timestep": 2.0}))
+    assert other_model._block is not first._block and other_step._block is not first._block
+    # the shared code with another system's positions gives that system's energy
+    state, _ = again.initial_state(np.zeros((len(atoms), 3)), again.parameters())
+    reference = diamond(seed=2)
+    reference.calc = MLIPCalculator(si_model)
+    assert float(state.energy) == pytest.approx(reference.get_potential_energy(), abs=1e-9)
 
 
 def test_bad_settings_are_rejected():

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,10 +299,33 @@ class Segment:
     neighbor_rebuilds: int
 
 
+# Compiled force fields, ensembles and blocks of recent simulations with the default
+# potential, so that runs of one system (another temperature, pressure, seed, length,
+# or a resumed run) do not compile again.
+_COMPILED: OrderedDict = OrderedDict()
+_COMPILED_MAX = 8
+
+
+def _compiled_key(system: MDSystem, settings: MDSettings) -> tuple:
+    """Everything the compiled code of :class:`Simulation` depends on: the model (its
+    configuration and a digest of its parameters), the padded species and element
+    rows, the neighbour-list builder, the dtype, and the settings other than the
+    traced or host-side ones (temperature, pressure, seed, steps, initial velocities)."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(system.model.params):
+        leaf = np.asarray(leaf)
+        digest.update(str(leaf.dtype).encode() + str(leaf.shape).encode() + leaf.tobytes())
+    rows = () if system.element_rows is None else tuple(np.asarray(r).tobytes() for r in system.element_rows)
+    neutral = dataclasses.replace(settings, steps=0, temperature=0.0, pressure=0.0, seed=0, initial_velocities=True)
+    return (system.model.config, digest.hexdigest(), np.asarray(system.species).tobytes(), rows, system.pbc,
+            str(np.dtype(system.dtype)), tuple(sorted(vars(system.cell_list).items())), neutral)
+
+
 class Simulation:
     """A system, a force field and an ensemble, compiled once: segments with other
     temperatures, pressures or coupling parameters ``lam`` (all traced) reuse the
-    compiled blocks.
+    compiled blocks, and so do later simulations of the same system and settings
+    (other temperature, pressure, seed or length) with the default force field.
 
     Args:
         system: the padded system (:class:`~mlip.md.system.MDSystem`).
@@ -316,12 +341,21 @@ class Simulation:
                              "scale_atoms=True)")
         self.system = system
         self.settings = settings
-        self.force_field = uncoupled(system.potential()) if force_field is None else force_field
-        self.ensemble = make_ensemble(settings, self.force_field)
+        key = None if force_field is not None else _compiled_key(system, settings)
+        if key in _COMPILED:  # same model, elements, padding, list and ensemble: reuse the compiled code
+            _COMPILED.move_to_end(key)
+            self.force_field, self.ensemble, self._block, self._init = _COMPILED[key]
+        else:
+            self.force_field = uncoupled(system.potential()) if force_field is None else force_field
+            self.ensemble = make_ensemble(settings, self.force_field)
+            self._block = _Block(self.ensemble)
+            force_field_, chain_length = self.force_field, self.ensemble.chain_length
+            self._init = jax.jit(lambda *args: init_state(force_field_, *args, chain_length=chain_length))
+            if key is not None:
+                _COMPILED[key] = (self.force_field, self.ensemble, self._block, self._init)
+                while len(_COMPILED) > _COMPILED_MAX:
+                    _COMPILED.popitem(last=False)
         self.dof = self.ensemble.degrees_of_freedom(system.n_atoms)
-        self._block = _Block(self.ensemble)
-        force_field_, chain_length = self.force_field, self.ensemble.chain_length
-        self._init = jax.jit(lambda *args: init_state(force_field_, *args, chain_length=chain_length))
 
     def parameters(self, temperature: float | None = None, pressure: float | None = None,
                    lam: float = 0.0) -> StepParameters:
