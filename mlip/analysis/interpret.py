@@ -86,7 +86,7 @@ def plot_atomic_energies(path: str | os.PathLike, atoms: Atoms, energies, title:
     fig = new_figure(5.8, 4.8)
     ax = fig.add_subplot(projection="3d")
     points = ax.scatter(*atoms.positions.T, c=energies, cmap="coolwarm", s=60, edgecolors="k", linewidths=0.3)
-    fig.colorbar(points, ax=ax, shrink=0.7, label="atomic energy (eV)")
+    fig.colorbar(points, ax=ax, shrink=0.7, pad=0.12, label="atomic energy (eV)")
     ax.set_xlabel("x (Å)")
     ax.set_ylabel("y (Å)")
     ax.set_zlabel("z (Å)")
