@@ -169,10 +169,13 @@ def probe(python: str, module: str, packages: tuple[str, ...], env: dict[str, st
 
 
 def ratio_to_mlip(rows: list[dict]) -> None:
-    """Each measured row's time over mlip float64's on the compared workload, same size."""
+    """Each measured row's time over mlip float64's on the compared workload, same size
+    (none for the n2p2 reference rows: another run, another machine load)."""
     reference = {(r["workload"], r["atoms"]): r["us_per_atom"] for r in rows
                  if r["code"] == "mlip" and r["dtype"] == "float64" and r.get("us_per_atom")}
     for row in rows:
+        if row.get("reference"):
+            continue
         base = reference.get((COMPARED_WITH.get(row["workload"], row["workload"]), row["atoms"]))
         row["compared_with"] = f"mlip {COMPARED_WITH.get(row['workload'], row['workload'])} float64"
         row["ratio_to_mlip_float64"] = row["us_per_atom"] / base if base and row.get("us_per_atom") else None
