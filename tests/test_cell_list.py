@@ -72,6 +72,13 @@ def test_large_periodic_box_uses_many_bins():
         assert_same_pairs(jit_built(state, positions, cell), positions, cell, (True,) * 3, 3.9)
 
 
+def test_bins_holding_more_than_one_word_of_atoms(periodic_case):
+    _, _, positions, cell = periodic_case
+    state = CellList(3.0, skin=0.6, capacity_multiplier=6.0).allocate(positions, cell)
+    assert state.spec.bin_capacity > 32  # hits of a bin span two 32-bit words
+    assert_same_pairs(jit_built(state, positions, cell), positions, cell, (True,) * 3, 3.6)
+
+
 def test_padding_rows_are_neither_atoms_nor_neighbours():
     positions, cell, pbc, cutoff = random_neighbor_case(3)
     n = len(positions)

@@ -547,6 +547,43 @@ def build_cell_list(spec: CellListSpec, positions, cell, atom_mask, batch_size: 
     return nl, error | _non_finite_error(positions, cell, atom_mask)
 
 
+def _compact(hits, capacity: int):
+    """Where the first ``capacity`` hits of ``hits`` (``[D, cap]`` bool) lie.
+
+    Returns ``(bin, slot, filled, total)``: ``[capacity]`` indices into ``hits`` (0
+    past the last hit), True for real entries, and the number of hits.  Entry ``k``
+    is hit number ``k`` in row-major order.  The hits of each bin are packed into
+    32-bit words; the word holding hit ``k`` comes from the words' popcounts, its bit
+    from a 5-step binary search on popcounts of the word's low bits.  No scatter
+    (serial on CPU) and no long scan (Si, 32768 atoms, 648 candidates per atom: the
+    rebuild went from 21 to 8 µs/atom against running counts along each bin).
+    """
+    n_bins, width = hits.shape
+    words_per_bin = -(-width // 32)
+    if words_per_bin > 1:
+        hits = jnp.pad(hits, ((0, 0), (0, 32 * words_per_bin - width)))
+        width = 32
+    hits = hits.reshape(n_bins * words_per_bin, width)
+    bits = jnp.left_shift(jnp.uint32(1), jnp.arange(width, dtype=jnp.uint32))
+    words = jnp.sum(jnp.where(hits, bits, jnp.uint32(0)), axis=1, dtype=jnp.uint32)  # distinct bits: sum = or
+    counts = jax.lax.population_count(words).astype(jnp.int32)
+    starts = jnp.cumsum(counts) - counts  # hits before each word
+    total = starts[-1] + counts[-1]
+    k = jnp.arange(capacity, dtype=jnp.int32)
+    word_of = jnp.sum(starts[None, :] <= k[:, None], axis=1, dtype=jnp.int32) - 1
+    rank = (k - starts[word_of]).astype(jnp.uint32)  # hit number within its word
+    word = words[word_of]
+    position = jnp.zeros(capacity, jnp.uint32)  # largest p with fewer than rank + 1 hits below bit p
+    for step in (16, 8, 4, 2, 1):
+        trial = position + jnp.uint32(step)
+        below = jax.lax.population_count(word & ((jnp.uint32(1) << trial) - jnp.uint32(1)))
+        position = jnp.where(below <= rank, trial, position)
+    filled = k < total
+    bin_of = word_of // words_per_bin
+    slot = (word_of % words_per_bin) * 32 + position.astype(jnp.int32)
+    return jnp.where(filled, bin_of, 0), jnp.where(filled, slot, 0), filled, total
+
+
 def _build(spec: CellListSpec, positions, cell, atom_mask, batch_size: int):
     """:func:`build_cell_list` without the non-finite test, plus the shortest listed
     pair distance (Å; ``inf`` when ``spec.r_min`` is 0 or nothing is listed)."""
@@ -584,6 +621,7 @@ def _build(spec: CellListSpec, positions, cell, atom_mask, batch_size: int):
 
     # per-bin blocks of wrapped positions and image offsets: one contiguous gather per visited bin
     position_table = jnp.concatenate([wrapped, jnp.zeros((1, 3), dtype)])[table]  # [bins + 1, cap, 3]
+    coordinate_tables = tuple(position_table[..., axis] for axis in range(3))  # x, y, z: [bins + 1, cap] each
     image_int = image.astype(jnp.int32)
     image_table = jnp.concatenate([image_int, jnp.zeros((1, 3), jnp.int32)])[table]
     capacity = spec.neighbor_capacity
@@ -600,22 +638,20 @@ def _build(spec: CellListSpec, positions, cell, atom_mask, batch_size: int):
         wraps = jnp.where(pbc, wraps, 0)
         target_flat = jnp.where(inside & real_i, _flat_index(target, grid), n_bins)  # row n_bins is empty
         j = table[target_flat]  # [D, cap]
-        vectors = position_table[target_flat] + (wraps.astype(dtype) @ cell - position_i)[:, None, :]
+        offset = wraps.astype(dtype) @ cell - position_i  # [D, 3]
+        squared = 0.0
+        for axis in range(3):  # coordinate by coordinate: [D, cap] arrays that vectorise
+            component = coordinate_tables[axis][target_flat] + offset[:, axis, None]
+            squared = squared + component * component
         is_self = (j == i) & jnp.all(wraps == 0, axis=-1)[:, None]
-        squared = jnp.sum(vectors * vectors, axis=-1)
-        within = ((j < n_atoms) & (squared < cutoff_squared) & ~is_self).reshape(-1)
-        # compaction by gathers: the candidate index of each of the first `capacity` hits
-        # (jnp.nonzero: one scatter-add of counts instead of scattering every candidate)
-        chosen = jnp.nonzero(within, size=capacity, fill_value=within.shape[0])[0]
-        filled = chosen < within.shape[0]
-        chosen = jnp.where(filled, chosen, 0)
-        bin_of, slot = chosen // j.shape[1], chosen % j.shape[1]
+        within = (j < n_atoms) & (squared < cutoff_squared) & ~is_self  # [D, cap]
+        bin_of, slot, filled, total = _compact(within, capacity)
         idx = jnp.where(filled, j[bin_of, slot], n_atoms)
         shift = wraps[bin_of] + image_i - image_table[target_flat[bin_of], slot]
         shift = jnp.where(filled[:, None], shift, 0)
-        found = idx, shift, jnp.sum(within)
+        found = idx, shift, total
         if check_distances:  # squared distance to the nearest listed neighbour, from the distances above
-            found += (jnp.min(jnp.where(within, squared.reshape(-1), jnp.inf)),)
+            found += (jnp.min(jnp.where(within, squared, jnp.inf)),)
         return found
 
     atom_ids = jnp.arange(n_atoms, dtype=jnp.int32)
