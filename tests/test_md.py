@@ -55,8 +55,8 @@ def test_nve_energy_error_scales_as_timestep_squared(si_model):
     spread = {}
     for dt in (2.0, 1.0):
         steps = int(400 / dt)
-        result = run_md(si_model, atoms, MDSettings("nve", timestep=dt, steps=steps, block=steps),
-                        Outputs(thermo_every=1))
+        result = run_md(si_model, atoms, MDSettings("nve", timestep=dt, steps=steps, block=50),  # block as above:
+                        Outputs(thermo_every=1))  # 1 fs shares the compiled steps of the previous test
         time_ps, total = result.thermo[:, 1], result.thermo[:, 5]
         spread[dt] = np.std(total)
         drift = np.polyfit(time_ps, total, 1)[0] / len(atoms)
@@ -195,12 +195,12 @@ def test_atoms_driven_together_stop_the_run_naming_them(si_model):
     momenta[0] = 2.0 * vector / np.linalg.norm(vector) * atoms.get_masses()[0] / units.fs * 0.05  # 0.1 Å/fs
     atoms.set_momenta(momenta)
     with pytest.raises(ValueError, match=rf"step \d+: atoms 0 and {partner} are 0\.[0-4]\d* Å apart, closer than r_min"):
-        run_md(si_model, atoms, MDSettings("nve", timestep=1.0, steps=200, block=20))
+        run_md(si_model, atoms, MDSettings("nve", timestep=1.0, steps=200, block=50))
 
 
 def test_runs_of_one_system_share_compiled_code_and_other_parameters_do_not(si_model):
     atoms = diamond()
-    settings = MDSettings("langevin", temperature=300.0, timestep=1.0, steps=10, tau=50.0, block=10)
+    settings = MDSettings("langevin", temperature=400.0, timestep=1.0, steps=200, tau=50.0, block=50, seed=5)
     first = Simulation(MDSystem.from_atoms(si_model, atoms), settings)
     again = Simulation(MDSystem.from_atoms(si_model, diamond(seed=2)),
                        MDSettings(**{**settings.__dict__, "temperature": 500.0, "seed": 3, "steps": 20}))
