@@ -791,10 +791,7 @@ DEVICE_SCRIPT = textwrap.dedent("""
 
 def test_two_device_data_parallel_training_equals_one_device(si_file, tmp_path):
     """3 float64 epochs on 2 (forced host) devices equal a 1-device run to 1e-9
-    (relative, per leaf).
-
-    Fails until test_float64_training_completes's bug is fixed (float64 training
-    crashes on any number of devices)."""
+    (relative, per leaf)."""
     d = config_dict(si_file, tmp_path / "run", data={"validation_fraction": 0.0},
                     training={"epochs": 3, "dtype": "float64", "batch_atoms": 64, "refit_offsets": False})
     processes = {}
