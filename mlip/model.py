@@ -31,6 +31,7 @@ from mlip.kernels.symmetry_functions import (
     chunked,
     default_symmetry_functions,
     make_descriptor_kernel,
+    map_in_chunks,
     select_columns,
 )
 from mlip.precision import with_float64
@@ -161,26 +162,13 @@ def chunked_descriptors(kernel, chunk_size: int):
     ``kernel`` on :func:`pair_vectors` of all atoms at once.
     """
 
-    def rows(positions, cell, deformation, idx, shifts, centres, species_j):
-        r_ij, mask = pair_vectors(positions, cell, NeighborList(idx, shifts), centres)
-        return kernel(r_ij if deformation is None else r_ij @ deformation, mask, species_j)
-
     def apply(positions, cell, nl: NeighborList, species_j, deformation=None):
-        n = positions.shape[0]
-        if n <= chunk_size:
-            return rows(positions, cell, deformation, nl.idx, nl.shifts, positions, species_j)
-        n_chunks = -(-n // chunk_size)
-        extra = n_chunks * chunk_size - n
+        def rows(idx, shifts, centres, species):  # padding rows: no neighbours (idx = N), outputs dropped
+            r_ij, mask = pair_vectors(positions, cell, NeighborList(idx, shifts), centres)
+            return kernel(r_ij if deformation is None else r_ij @ deformation, mask, species)
 
-        def split(x, fill):  # padding rows: no neighbours (idx = n), their outputs are dropped
-            if extra:
-                x = jnp.pad(x, [(0, extra)] + [(0, 0)] * (x.ndim - 1), constant_values=fill)
-            return x.reshape((n_chunks, chunk_size) + x.shape[1:])
-
-        chunks = (split(nl.idx, n), split(nl.shifts, 0), split(positions, 0), split(species_j, -1))
-        one_chunk = jax.checkpoint(lambda xs: rows(positions, cell, deformation, *xs))
-        result = jax.lax.map(one_chunk, chunks)
-        return result.reshape((n_chunks * chunk_size,) + result.shape[2:])[:n]
+        return map_in_chunks(rows, (nl.idx, nl.shifts, positions, species_j), chunk_size,
+                             fills=(positions.shape[0], 0, 0, -1))
 
     return apply
 

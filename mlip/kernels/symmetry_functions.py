@@ -582,28 +582,33 @@ def make_descriptor_kernel(sf_set: SymmetryFunctionSet):
     return kernel
 
 
-def chunked(kernel, chunk_size: int):
-    """Apply a per-atom ``kernel`` over atoms in checkpointed chunks of ``chunk_size``.
+def map_in_chunks(function, arrays: tuple, chunk_size: int, fills: tuple | None = None):
+    """``function(*arrays)`` for a row-wise ``function``, over checkpointed chunks of at
+    most ``chunk_size`` rows (equal chunks, fewer than one padding row per chunk).
 
-    Bounds the memory of the [n, M, M] triplet arrays (and of their gradients) for
-    large systems; results are identical to ``kernel`` on all atoms at once.
+    Padding rows hold ``fills`` (default 0, one per array) and their outputs are
+    dropped.  Bounds the memory of the per-row intermediates (and of their
+    gradients, recomputed per chunk) for large systems; results are identical to
+    ``function`` on all rows at once.
     """
+    n = arrays[0].shape[0]
+    if n <= chunk_size:
+        return function(*arrays)
+    n_chunks = math.ceil(n / chunk_size)
+    size = -(-n // n_chunks)
+    padded = n_chunks * size
+    fills = (0,) * len(arrays) if fills is None else fills
 
-    def apply(*arrays):
-        n = arrays[0].shape[0]
-        if n <= chunk_size:
-            return kernel(*arrays)
-        n_chunks = math.ceil(n / chunk_size)
-        size = -(-n // n_chunks)  # equal chunks of at most chunk_size: under n_chunks rows of padding
-        padded = n_chunks * size
+    def split(x, fill):
+        if padded != n:
+            x = jnp.pad(x, [(0, padded - n)] + [(0, 0)] * (x.ndim - 1), constant_values=fill)
+        return x.reshape((n_chunks, size) + x.shape[1:])
 
-        def reshape(x):
-            if padded != n:
-                pad = [(0, padded - n)] + [(0, 0)] * (x.ndim - 1)
-                x = jnp.pad(x, pad)
-            return x.reshape((n_chunks, size) + x.shape[1:])
+    result = jax.lax.map(lambda xs: jax.checkpoint(function)(*xs), tuple(map(split, arrays, fills)))
+    return result.reshape((padded,) + result.shape[2:])[:n]
 
-        result = jax.lax.map(lambda xs: jax.checkpoint(kernel)(*xs), tuple(reshape(x) for x in arrays))
-        return result.reshape((padded,) + result.shape[2:])[:n]
 
-    return apply
+def chunked(kernel, chunk_size: int):
+    """``kernel(r_ij, mask, neighbor_species)`` over chunks of ``chunk_size`` atoms
+    (:func:`map_in_chunks`)."""
+    return lambda *arrays: map_in_chunks(kernel, arrays, chunk_size)
