@@ -6,7 +6,7 @@ Prints a table and optionally writes JSON::
 
 Times are wall-clock medians of repeated calls of the jit-compiled
 energy/forces/virial function (compilation excluded, reported separately), and of
-the host neighbour list (matscipy) that the ASE calculator builds per call, and
+the host neighbour list (vesin) that the ASE calculator builds per call, and
 of a rebuild of the jit-compiled cell list that compiled MD loops use.
 """
 
