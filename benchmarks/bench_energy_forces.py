@@ -51,22 +51,26 @@ def main() -> None:
                              "with the tanh cutoff (the default model), or narrow type 3 with the cosine "
                              "cutoff (issue 11's type-3 set)")
     parser.add_argument("--rattle", type=float, default=0.02, help="random displacement, Å (issue 11: 0.05)")
+    parser.add_argument("--elements", nargs="+", default=["Si"],
+                        help="elements of the model; with more than one, the diamond lattice's atoms are "
+                             "substituted at random in equal shares (e.g. --elements Si Ge: element-resolved "
+                             "functions, one network per element)")
     parser.add_argument("--json", help="write results to this JSON file")
     args = parser.parse_args()
 
     from mlip.model import make_model_functions
 
     if args.workload == "type3":
-        model = Model.create(elements=["Si"], r_cut=args.cutoff, hidden_layers=(25, 25),
+        model = Model.create(elements=args.elements, r_cut=args.cutoff, hidden_layers=(25, 25),
                              angular_type=3, cutoff_type="cos")
     else:
-        model = Model.create(elements=["Si"], r_cut=args.cutoff, hidden_layers=(25, 25))
+        model = Model.create(elements=args.elements, r_cut=args.cutoff, hidden_layers=(25, 25))
     dtype = jax.numpy.dtype(args.dtype)
     params = jax.tree_util.tree_map(lambda x: x.astype(dtype), model.params)
     evaluate = jax.jit(make_model_functions(model.config, args.chunk_size).energy_forces_virial)
-    n_features = model.config.symmetry_functions.n_features("Si")
+    n_features = model.config.symmetry_functions.n_features(args.elements[0])
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), dtype {args.dtype}, "
-          f"workload {args.workload}, "
+          f"workload {args.workload}, elements {'-'.join(args.elements)}, "
           f"cutoff {args.cutoff} Å, {n_features} symmetry functions, network {model.config.hidden_layers}")
     header = (f"{'atoms':>7} {'neigh':>6} {'compile s':>10} {'E+F ms':>10} {'µs/atom':>9} {'NL ms':>8} "
               f"{'NL µs/atom':>11} {'cells ms':>9} {'cells µs/atom':>14}")
@@ -76,9 +80,11 @@ def main() -> None:
     for repeat in args.repeats:
         atoms = bulk("Si", "diamond", 5.43, cubic=True).repeat(repeat)
         atoms.rattle(args.rattle, seed=0)
+        if len(args.elements) > 1:
+            atoms.symbols = np.random.default_rng(0).permutation(np.resize(args.elements, len(atoms)))
         pairs_fn = lambda: host_pairs(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)  # noqa: E731
         padded = pad_structure(model, atoms, pairs_fn())
-        inputs = padded.as_jax(dtype)
+        inputs = padded.as_jax(dtype, with_element_rows=True)  # each element's network on its own atoms
         start = time.perf_counter()
         jax.block_until_ready(evaluate(params, *inputs))
         compile_s = time.perf_counter() - start
@@ -86,7 +92,7 @@ def main() -> None:
         run_s = median_time(lambda: jax.block_until_ready(evaluate(params, *inputs)), n_repeat)
         nl_s = median_time(pairs_fn, n_repeat)
         cell_list = CellList(model.cutoff, skin=0.0)  # skin 0: every update rebuilds
-        positions, cell, species, _ = inputs
+        positions, cell, species = inputs[:3]
         state = cell_list.allocate(positions, cell, atom_mask=species >= 0)
         rebuild = jax.jit(cell_list.update)
         jax.block_until_ready(rebuild(state, positions, cell))
@@ -111,7 +117,7 @@ def main() -> None:
             "benchmark": "energy_forces_si_diamond",
             "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
             "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
-            "dtype": args.dtype, "workload": args.workload, "rattle": args.rattle,
+            "dtype": args.dtype, "workload": args.workload, "elements": args.elements, "rattle": args.rattle,
             "cutoff": args.cutoff, "n_features": n_features,
             "hidden_layers": list(model.config.hidden_layers), "jax": jax.__version__, "rows": rows,
         }, indent=2))
