@@ -17,8 +17,9 @@ and rebuilt inside it (see :mod:`mlip.kernels.cell_list`).
 
 The host builder here uses vesin's O(N) cell list (multi-threaded C++), which
 handles open, periodic and mixed boundaries and cells thinner than the cutoff
-(several images of the same atom) exactly like ASE's and matscipy's lists.  The dense capacity ``M`` is never smaller than the largest
-neighbour count: nothing is ever dropped.
+(several images of the same atom) exactly like ASE's and matscipy's lists.  The
+dense capacity ``M`` is never smaller than the largest neighbour count: nothing
+is ever dropped.
 """
 
 from __future__ import annotations
