@@ -481,7 +481,10 @@ def select_columns(x, index: np.ndarray):
     return x @ selection.astype(x.dtype)
 
 
-def make_descriptor_kernel(sf_set: SymmetryFunctionSet):
+KERNEL_BACKENDS = ("auto", "native", "jax")
+
+
+def make_descriptor_kernel(sf_set: SymmetryFunctionSet, backend: str = "auto"):
     """Build ``kernel(r_ij, mask, neighbor_species) -> G`` for ``sf_set``.
 
     Args of the returned pure function:
@@ -491,7 +494,27 @@ def make_descriptor_kernel(sf_set: SymmetryFunctionSet):
 
     Returns ``[n, sf_set.n_union]`` values of every distinct environment function;
     pick an element's features with :meth:`SymmetryFunctionSet.feature_columns`.
+
+    ``backend``: ``"native"`` is the compiled CPU kernel with analytic derivatives
+    (:mod:`mlip.kernels.native`), ``"jax"`` the JAX kernel below (differentiable
+    to any order, the reference the native one is tested against), ``"auto"`` the
+    native one where it is available (``MLIP_NATIVE_KERNELS`` not off, a C++
+    compiler found), else the JAX one.  Both give the same values.
     """
+    if backend not in KERNEL_BACKENDS:
+        raise ValueError(f"unknown descriptor backend {backend!r}; choose one of {KERNEL_BACKENDS}")
+    if backend != "jax":
+        from mlip.kernels import native
+
+        if backend == "native" or native.available():
+            if backend == "native" and not native.load():
+                raise native.NativeKernelError("the compiled descriptor kernel could not be built (see the warning)")
+            return native.make_native_kernel(sf_set)
+    return _make_jax_kernel(sf_set)
+
+
+def _make_jax_kernel(sf_set: SymmetryFunctionSet):
+    """The JAX descriptor kernel (see :func:`make_descriptor_kernel`)."""
     element_index = {e: n for n, e in enumerate(sf_set.elements)}
     union = sf_set._union  # (kind, neighbors, eta, r_cut, r_shift, lam, zeta)
     cut_kind, alpha = sf_set.cutoff_type, sf_set.cutoff_alpha
