@@ -44,7 +44,8 @@ from jax.interpreters import ad, batching, mlir
 
 ENVIRONMENT_VARIABLE = "MLIP_NATIVE_KERNELS"
 SOURCE = Path(__file__).with_name("native_descriptors.cc")
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-std=c++17", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-std=c++17", "-shared",
+         "-fPIC")
 _TARGETS = {"values": "MlipSfValues", "vjp": "MlipSfVjp", "jvp": "MlipSfJvp"}
 TABLE_WIDTH = 9  # columns of a function-table row, as in native_descriptors.cc
 

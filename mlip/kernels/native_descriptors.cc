@@ -24,6 +24,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -33,16 +34,93 @@
 
 namespace ffi = xla::ffi;
 
+#define SIMD _Pragma("omp simd")
+#define MLIP_PRAGMA(text) _Pragma(#text)
+#define SIMD_SUM(...) MLIP_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
+#define RESTRICT __restrict__
+
 namespace {
 
 constexpr int kTableWidth = 9;
 enum Mode { kValues, kVjp, kJvp };
 
+// ------------------------------------------------------------------ math
+// Branch-free exp, sin and cos the compiler vectorises (libm calls it does not):
+// exp by range reduction x = n ln2 + r, |r| <= ln2/2, and a Taylor polynomial
+// (degree 13 in double, 7 in float: below 1 ulp), 2^n put into the exponent
+// bits; sin and cos of |t| <= pi/2 by Taylor polynomials (degree 21/20 in
+// double, 11/10 in float).  Do not build with -ffast-math: the rounding trick
+// (x + 1.5 2^52 - 1.5 2^52) needs IEEE arithmetic.
+
+template <typename T>
+struct FloatBits;
+template <>
+struct FloatBits<double> {
+  using Int = int64_t;
+  static constexpr int mantissa = 52, bias = 1023, exp_terms = 13, sin_terms = 10;
+  static constexpr double limit = 700.0, shifter = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+};
+template <>
+struct FloatBits<float> {
+  using Int = int32_t;
+  static constexpr int mantissa = 23, bias = 127, exp_terms = 7, sin_terms = 5;
+  static constexpr float limit = 86.0f, shifter = 12582912.0f;  // 1.5 * 2^23
+  static constexpr float ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187045e-06f;
+};
+
+struct TaylorTable {  // 1/k! and (-1)^(k/2)/k! for k = 0 .. 23
+  double plain[24], alternating[24];
+  constexpr TaylorTable() : plain(), alternating() {
+    double factorial = 1;
+    for (int k = 0; k < 24; ++k) {
+      if (k > 0) factorial *= k;
+      plain[k] = 1 / factorial;
+      alternating[k] = ((k / 2) % 2 ? -1 : 1) / factorial;
+    }
+  }
+};
+constexpr TaylorTable kTaylor;
+constexpr const double* taylor = kTaylor.plain;
+constexpr const double* signed_taylor = kTaylor.alternating;  // sin: odd k, cos: even k
+
+template <typename T>
+inline __attribute__((always_inline)) T vexp(T x) {
+  using B = FloatBits<T>;
+  using I = typename B::Int;
+  x = std::min(std::max(x, -T(B::limit)), T(B::limit));
+  T shifted = x * T(1.4426950408889634) + T(B::shifter);
+  I bits;
+  std::memcpy(&bits, &shifted, sizeof(T));
+  T n = shifted - T(B::shifter);
+  T r = (x - n * T(B::ln2_hi)) - n * T(B::ln2_lo);
+  T p = T(taylor[B::exp_terms]);
+  for (int k = B::exp_terms - 1; k >= 0; --k) p = p * r + T(taylor[k]);  // sum r^k / k!
+  I exponent = (bits + I(B::bias)) << B::mantissa;  // the low bits of `bits` hold n
+  T scale;
+  std::memcpy(&scale, &exponent, sizeof(T));
+  return p * scale;
+}
+
+// sin(t) and cos(t) for |t| <= pi/2
+template <typename T>
+inline __attribute__((always_inline)) void vsincos(T t, T& sine, T& cosine) {
+  constexpr int terms = FloatBits<T>::sin_terms;
+  T t2 = t * t, s = T(signed_taylor[2 * terms + 1]), c = T(signed_taylor[2 * terms]);
+  for (int k = terms - 1; k >= 0; --k) {
+    s = s * t2 + T(signed_taylor[2 * k + 1]);
+    c = c * t2 + T(signed_taylor[2 * k]);
+  }
+  sine = s * t;
+  cosine = c;
+}
+
 // ------------------------------------------------------------------ cutoffs
 
 // f_c and df_c/dr for n distances, cutoff type as numbered by n2p2 (0-8).
 template <typename T>
-void cutoff(int type, double alpha, double r_cut, const T* r, T* f, T* df, int n) {
+inline __attribute__((always_inline)) void cutoff(int type, double alpha, double r_cut, const T* __restrict__ r,
+                                                     T* __restrict__ f, T* __restrict__ df, int n) {
   const bool inner = !(type == 0 || type == 2 || type == 3);
   const T r_in = inner ? T(alpha * r_cut) : T(0);
   const T width = T(r_cut) - r_in;
@@ -52,15 +130,17 @@ void cutoff(int type, double alpha, double r_cut, const T* r, T* f, T* df, int n
   const T tanh_norm = T(1.0 / std::pow(std::tanh(1.0), 3));
   switch (type) {
     case 0:
-      for (int k = 0; k < n; ++k) { f[k] = r[k] < rc ? T(1) : T(0); df[k] = T(0); }
+      SIMD for (int k = 0; k < n; ++k) { f[k] = r[k] < rc ? T(1) : T(0); df[k] = T(0); }
       return;
     case 1:
-      for (int k = 0; k < n; ++k) {
+      SIMD for (int k = 0; k < n; ++k) {
         T x = (r[k] - r_in) * scale;
         bool mid = x > T(0) && x < T(1);
         x = std::min(std::max(x, T(0)), T(1));
-        T v = T(0.5) * (std::cos(pi * x) + T(1));
-        T d = mid ? T(-0.5) * pi * std::sin(pi * x) * scale : T(0);
+        T sine, cosine;
+        vsincos(pi * (x - T(0.5)), sine, cosine);  // cos(pi x) = -sine, sin(pi x) = cosine
+        T v = T(0.5) * (T(1) - sine);
+        T d = mid ? T(-0.5) * pi * cosine * scale : T(0);
         f[k] = r[k] < rc ? v : T(0);
         df[k] = r[k] < rc ? d : T(0);
       }
@@ -68,9 +148,9 @@ void cutoff(int type, double alpha, double r_cut, const T* r, T* f, T* df, int n
     case 2:
     case 3: {
       const T norm = type == 3 ? tanh_norm : T(1);
-      for (int k = 0; k < n; ++k) {
+      SIMD for (int k = 0; k < n; ++k) {
         T x = std::min(std::max(r[k] / rc, T(0)), T(1));
-        T t = std::tanh(T(1) - x);
+        T t = T(1) - T(2) / (vexp(T(2) * (T(1) - x)) + T(1));  // tanh(1 - x)
         T v = norm * t * t * t;
         T d = -norm * T(3) * t * t * (T(1) - t * t) / rc;
         f[k] = r[k] < rc ? v : T(0);
@@ -79,19 +159,19 @@ void cutoff(int type, double alpha, double r_cut, const T* r, T* f, T* df, int n
       return;
     }
     case 4:
-      for (int k = 0; k < n; ++k) {
+      SIMD for (int k = 0; k < n; ++k) {
         T x = (r[k] - r_in) * scale;
         bool mid = x > T(0) && x < T(1);
         x = std::min(std::max(x, T(0)), T(1) - T(1e-12));
         T q = T(1) - x * x;
-        T v = std::exp(T(1) - T(1) / q);
+        T v = vexp(T(1) - T(1) / q);
         T d = mid ? -v * T(2) * x / (q * q) * scale : T(0);
         f[k] = r[k] < rc ? v : T(0);
         df[k] = r[k] < rc ? d : T(0);
       }
       return;
     default:
-      for (int k = 0; k < n; ++k) {
+      SIMD for (int k = 0; k < n; ++k) {
         T x = (r[k] - r_in) * scale;
         bool mid = x > T(0) && x < T(1);
         x = std::min(std::max(x, T(0)), T(1));
@@ -146,6 +226,8 @@ struct Table {
   std::vector<Group> groups;
   std::vector<Shape> shapes;
   double max_cut = 0, max_angular_cut = 0, max_narrow_cut = 0;
+  bool has_wide = false, has_narrow = false;
+  std::vector<char> narrow_cutoff, narrow_shape, wide_shape;  // used by some type-3 / type-9 function
   int n_columns = 0;
   bool one_element = false;  // every neighbour matches every function
 };
@@ -186,8 +268,17 @@ Table parse_table(ffi::Span<const double> rows, int n_elements) {
       return a.lambda == b.lambda && a.zeta == b.zeta;
     });
     t.angular.push_back({c, std::min(e1, e2), std::max(e1, e2), g, s, row[8]});
+    (kind == 3 ? t.has_narrow : t.has_wide) = true;
     t.max_angular_cut = std::max(t.max_angular_cut, r_cut);
     if (kind == 3) t.max_narrow_cut = std::max(t.max_narrow_cut, r_cut);
+  }
+  t.narrow_cutoff.assign(t.cutoffs.size(), 0);
+  t.narrow_shape.assign(t.shapes.size(), 0);
+  t.wide_shape.assign(t.shapes.size(), 0);
+  for (const Angular& f : t.angular) {
+    bool narrow = t.groups[f.group].narrow;
+    if (narrow) t.narrow_cutoff[t.groups[f.group].cut] = 1;
+    (narrow ? t.narrow_shape : t.wide_shape)[f.shape] = 1;
   }
   return t;
 }
@@ -209,6 +300,11 @@ struct Scratch {  // per-thread buffers, sized by the neighbour capacity
   std::vector<T> acc_rj, acc_rk, acc_rjk, acc_c;  // [k]
   std::vector<T> gx, gy, gz;       // [k] gradient or tangent of the compacted neighbours
   std::vector<T> tang_r, tang_c, tang_rjk;  // [k] (JVP)
+  // the pairs (j, k) with r_jk < the largest type-3 cutoff, gathered (see PairBlock)
+  std::vector<int> index;
+  std::vector<T> c_cos, c_rjk, c_wx, c_wy, c_wz, c_ux, c_uy, c_uz, c_ir, c_tx, c_ty, c_tz, c_tr, c_gx, c_gy, c_gz;
+  std::vector<int32_t> c_species;
+  std::vector<T> c_a, c_da;  // [groups][c]
 
   size_t n_cutoffs = 0, n_groups = 0, n_shapes = 0;
 
@@ -224,23 +320,284 @@ struct Scratch {  // per-thread buffers, sized by the neighbour capacity
     n_shapes = std::max(n_shapes, t.shapes.size());
     capacity = m;
     for (auto* v : {&x, &y, &z, &r, &inv_r, &ux, &uy, &uz, &cos, &rjk, &wx, &wy, &wz, &inside, &acc_rj,
-                    &acc_rk, &acc_rjk, &acc_c, &gx, &gy, &gz, &tang_r, &tang_c, &tang_rjk})
+                    &acc_rk, &acc_rjk, &acc_c, &gx, &gy, &gz, &tang_r, &tang_c, &tang_rjk, &c_cos, &c_rjk,
+                    &c_wx, &c_wy, &c_wz, &c_ux, &c_uy, &c_uz, &c_ir, &c_tx, &c_ty, &c_tz, &c_tr, &c_gx, &c_gy,
+                    &c_gz})
       v->assign(m, T(0));
+    index.assign(m, 0);
+    c_species.assign(m, -1);
     species.assign(m, -1);
     slot.assign(m, 0);
     size_t nc = n_cutoffs, ng = n_groups, ns = n_shapes;
     fc.assign(nc * m, T(0)); dfc.assign(nc * m, T(0)); fcjk.assign(nc * m, T(0)); dfcjk.assign(nc * m, T(0));
     a.assign(ng * m, T(0)); da.assign(ng * m, T(0)); tjk.assign(ng * m, T(0)); dtjk.assign(ng * m, T(0));
     q.assign(ng * m, T(0)); dq.assign(ng * m, T(0));
+    c_a.assign(ng * m, T(0)); c_da.assign(ng * m, T(0));
     p.assign(ns * m, T(0)); dp.assign(ns * m, T(0));
   }
 };
 
+
+// p = (1 + lambda cos)^zeta and dp = dp/dcos for n pairs
+template <typename T, int Z>
+inline void integer_powers(const T* RESTRICT cs, T lambda, T* RESTRICT p, T* RESTRICT dp, int n) {
+  SIMD for (int k = 0; k < n; ++k) {
+    T base = T(1) + lambda * cs[k];
+    T lower = T(1);
+    for (int e = 0; e < Z - 1; ++e) lower *= base;
+    p[k] = lower * base;
+    dp[k] = T(Z) * lambda * lower;
+  }
+}
+
 template <typename T>
-inline T int_power(T base, int n) {
-  T result = T(1);
-  for (int e = 0; e < n; ++e) result *= base;
-  return result;
+void shape_powers(const Shape& S, const T* RESTRICT cs, T* RESTRICT p, T* RESTRICT dp, int n) {
+  const T lambda = T(S.lambda), zeta = T(S.zeta);
+  switch (S.integer_zeta) {
+    case 1: return integer_powers<T, 1>(cs, lambda, p, dp, n);
+    case 2: return integer_powers<T, 2>(cs, lambda, p, dp, n);
+    case 3: return integer_powers<T, 3>(cs, lambda, p, dp, n);
+    case 4: return integer_powers<T, 4>(cs, lambda, p, dp, n);
+    case 5: return integer_powers<T, 5>(cs, lambda, p, dp, n);
+    case 6: return integer_powers<T, 6>(cs, lambda, p, dp, n);
+    case 8: return integer_powers<T, 8>(cs, lambda, p, dp, n);
+    case 16: return integer_powers<T, 16>(cs, lambda, p, dp, n);
+    default:
+      for (int k = 0; k < n; ++k) {
+        T base = std::max(T(1) + lambda * cs[k], T(0));
+        T lower = S.integer_zeta > 0 ? T(std::pow(base, S.integer_zeta - 1)) : std::pow(base, zeta - T(1));
+        p[k] = lower * base;
+        dp[k] = zeta * lambda * lower;
+      }
+  }
+}
+
+// sum_k match_k x_k y_k z_k, match_k = (species_k == other) unless other == -2 (any)
+template <typename T>
+inline T matched_sum3(int other, const int32_t* RESTRICT sp, const T* RESTRICT x, const T* RESTRICT y,
+                      const T* RESTRICT z, int n) {
+  T sum = T(0);
+  if (other == -2) {
+    SIMD_SUM(sum) for (int k = 0; k < n; ++k) sum += x[k] * y[k] * z[k];
+  } else {
+    SIMD_SUM(sum) for (int k = 0; k < n; ++k) sum += sp[k] == other ? x[k] * y[k] * z[k] : T(0);
+  }
+  return sum;
+}
+
+// The pairs (j, k) of one j: either all k > j (for type-9 functions) or the
+// gathered ones with r_jk below the type-3 cutoff (for type-3 functions).
+// k-side arrays have n entries; a and da are [group][k] with the given stride.
+template <typename T>
+struct PairBlock {
+  int j = 0, n = 0, stride = 0;
+  const T *cs, *rjk, *wx, *wy, *wz, *uxk, *uyk, *uzk, *irk;
+  const int32_t* spk;
+  const T *a, *da;                 // a_g(r_k) at a[g * stride + k]
+  const T *txk, *tyk, *tzk, *trk;  // JVP: tangents of r_k and of |r_k|
+  T *gxk, *gyk, *gzk;              // VJP: gradients of r_k, accumulated
+};
+
+template <typename T, Mode mode>
+void pair_block(const Table& t, const PairBlock<T>& b, bool narrow, int cutoff_type, double alpha, const T* cot,
+                T* out, Scratch<T>& s) {
+  const int n = b.n, j = b.j, M = s.capacity, stride = b.stride;
+  const size_t NG = t.groups.size(), NS = t.shapes.size();
+  const T* RESTRICT cs = b.cs;
+  const T* RESTRICT rjk = b.rjk;
+  const int32_t* RESTRICT spk = b.spk;
+  if (narrow) {
+    for (size_t c = 0; c < t.cutoffs.size(); ++c)
+      if (t.narrow_cutoff[c]) cutoff<T>(cutoff_type, alpha, t.cutoffs[c], rjk, &s.fcjk[c * M], &s.dfcjk[c * M], n);
+    for (size_t g = 0; g < NG; ++g) {
+      const Group& G = t.groups[g];
+      if (!G.narrow) continue;
+      T* RESTRICT tj = &s.tjk[g * M];
+      T* RESTRICT dtj = &s.dtjk[g * M];
+      const T eta = T(G.eta), shift = T(G.shift);
+      const T* RESTRICT fc = &s.fcjk[G.cut * M];
+      const T* RESTRICT dfc = &s.dfcjk[G.cut * M];
+      SIMD for (int k = 0; k < n; ++k) {  // the r_jk factor: Gaussian times cutoff
+        T d = rjk[k] - shift;
+        T e = vexp(-eta * d * d);
+        tj[k] = e * fc[k];
+        if (mode != kValues) dtj[k] = e * (dfc[k] - T(2) * eta * d * fc[k]);
+      }
+    }
+  }
+  for (size_t l = 0; l < NS; ++l)
+    if (narrow ? t.narrow_shape[l] : t.wide_shape[l]) shape_powers<T>(t.shapes[l], cs, &s.p[l * M], &s.dp[l * M], n);
+
+  // partner element of j for each function (-2: any, -1: none)
+  const int ej = s.species[j];
+  auto partner = [&](const Angular& f) {
+    if (t.one_element) return -2;
+    if (ej == f.lo) return f.hi;
+    if (ej == f.hi) return f.lo;
+    return -1;
+  };
+  auto in_block = [&](const Angular& f) { return t.groups[f.group].narrow == narrow; };
+
+  if (mode == kValues) {
+    for (const Angular& f : t.angular) {
+      if (!in_block(f)) continue;
+      const int other = partner(f);
+      if (other == -1) continue;
+      const T* RESTRICT ak = b.a + f.group * stride;
+      const T* RESTRICT p = &s.p[f.shape * M];
+      T sum = T(0);
+      if (narrow) {
+        sum = matched_sum3(other, spk, ak, static_cast<const T*>(&s.tjk[f.group * M]), p, n);
+      } else if (other == -2) {
+        SIMD_SUM(sum) for (int k = 0; k < n; ++k) sum += ak[k] * p[k];
+      } else {
+        SIMD_SUM(sum) for (int k = 0; k < n; ++k) sum += spk[k] == other ? ak[k] * p[k] : T(0);
+      }
+      out[f.column] += T(f.coefficient) * s.a[f.group * M + j] * sum;
+    }
+    return;
+  }
+
+  const T uxj = s.ux[j], uyj = s.uy[j], uzj = s.uz[j], inv_rj = s.inv_r[j];
+  const T* RESTRICT uxk = b.uxk;
+  const T* RESTRICT uyk = b.uyk;
+  const T* RESTRICT uzk = b.uzk;
+  const T* RESTRICT irk = b.irk;
+  const T* RESTRICT wx = b.wx;
+  const T* RESTRICT wy = b.wy;
+  const T* RESTRICT wz = b.wz;
+
+  if (mode == kVjp) {
+    // q_g = sum over the group's functions of coefficient * cotangent * P_l, dq_g with dP_l
+    for (size_t g = 0; g < NG; ++g) {
+      if (t.groups[g].narrow != narrow) continue;
+      std::fill(&s.q[g * M], &s.q[g * M] + n, T(0));
+      std::fill(&s.dq[g * M], &s.dq[g * M] + n, T(0));
+    }
+    for (const Angular& f : t.angular) {
+      if (!in_block(f)) continue;
+      const int other = partner(f);
+      if (other == -1) continue;
+      const T w = T(f.coefficient) * cot[f.column];
+      const T* RESTRICT p = &s.p[f.shape * M];
+      const T* RESTRICT dp = &s.dp[f.shape * M];
+      T* RESTRICT q = &s.q[f.group * M];
+      T* RESTRICT dq = &s.dq[f.group * M];
+      if (other == -2) {
+        SIMD for (int k = 0; k < n; ++k) { q[k] += w * p[k]; dq[k] += w * dp[k]; }
+      } else {
+        SIMD for (int k = 0; k < n; ++k) {
+          T m = spk[k] == other ? w : T(0);
+          q[k] += m * p[k];
+          dq[k] += m * dp[k];
+        }
+      }
+    }
+    T* RESTRICT arj = s.acc_rj.data();
+    T* RESTRICT ark = s.acc_rk.data();
+    T* RESTRICT arjk = s.acc_rjk.data();
+    T* RESTRICT ac = s.acc_c.data();
+    std::fill(arj, arj + n, T(0)); std::fill(ark, ark + n, T(0));
+    std::fill(arjk, arjk + n, T(0)); std::fill(ac, ac + n, T(0));
+    for (size_t g = 0; g < NG; ++g) {
+      if (t.groups[g].narrow != narrow) continue;
+      const T aj = s.a[g * M + j], daj = s.da[g * M + j];
+      const T* RESTRICT ak = b.a + g * stride;
+      const T* RESTRICT dak = b.da + g * stride;
+      const T* RESTRICT q = &s.q[g * M];
+      const T* RESTRICT dq = &s.dq[g * M];
+      if (narrow) {
+        const T* RESTRICT tj = &s.tjk[g * M];
+        const T* RESTRICT dtj = &s.dtjk[g * M];
+        SIMD for (int k = 0; k < n; ++k) {
+          T tq = tj[k] * q[k];
+          arj[k] += daj * ak[k] * tq;
+          ark[k] += aj * dak[k] * tq;
+          arjk[k] += aj * ak[k] * dtj[k] * q[k];
+          ac[k] += aj * ak[k] * tj[k] * dq[k];
+        }
+      } else {
+        SIMD for (int k = 0; k < n; ++k) {
+          arj[k] += daj * ak[k] * q[k];
+          ark[k] += aj * dak[k] * q[k];
+          ac[k] += aj * ak[k] * dq[k];
+        }
+      }
+    }
+    // d cos/d r_j = (u_k - cos u_j) / r_j, d cos/d r_k = (u_j - cos u_k) / r_k,
+    // d r_jk/d r_k = w / r_jk = -d r_jk/d r_j
+    T* RESTRICT gxk = b.gxk;
+    T* RESTRICT gyk = b.gyk;
+    T* RESTRICT gzk = b.gzk;
+    T gjx = T(0), gjy = T(0), gjz = T(0);
+    SIMD_SUM(gjx, gjy, gjz) for (int k = 0; k < n; ++k) {
+      T c = cs[k];
+      T along = narrow ? arjk[k] / rjk[k] : T(0);
+      T cj = ac[k] * inv_rj, ck = ac[k] * irk[k];
+      gjx += arj[k] * uxj + cj * (uxk[k] - c * uxj) - along * wx[k];
+      gjy += arj[k] * uyj + cj * (uyk[k] - c * uyj) - along * wy[k];
+      gjz += arj[k] * uzj + cj * (uzk[k] - c * uzj) - along * wz[k];
+      gxk[k] += ark[k] * uxk[k] + ck * (uxj - c * uxk[k]) + along * wx[k];
+      gyk[k] += ark[k] * uyk[k] + ck * (uyj - c * uyk[k]) + along * wy[k];
+      gzk[k] += ark[k] * uzk[k] + ck * (uzj - c * uzk[k]) + along * wz[k];
+    }
+    s.gx[j] += gjx; s.gy[j] += gjy; s.gz[j] += gjz;
+    return;
+  }
+
+  // JVP: tangents of cos and r_jk along the input tangent
+  const T tjx = s.gx[j], tjy = s.gy[j], tjz = s.gz[j];
+  const T trj = s.tang_r[j];
+  const T* RESTRICT txk = b.txk;
+  const T* RESTRICT tyk = b.tyk;
+  const T* RESTRICT tzk = b.tzk;
+  const T* RESTRICT trk = b.trk;
+  T* RESTRICT tc = s.tang_c.data();
+  T* RESTRICT trjk = s.tang_rjk.data();
+  SIMD for (int k = 0; k < n; ++k) {
+    T c = cs[k];
+    tc[k] = ((uxk[k] - c * uxj) * tjx + (uyk[k] - c * uyj) * tjy + (uzk[k] - c * uzj) * tjz) * inv_rj +
+            ((uxj - c * uxk[k]) * txk[k] + (uyj - c * uyk[k]) * tyk[k] + (uzj - c * uzk[k]) * tzk[k]) * irk[k];
+    trjk[k] = narrow ? (wx[k] * (txk[k] - tjx) + wy[k] * (tyk[k] - tjy) + wz[k] * (tzk[k] - tjz)) / rjk[k] : T(0);
+  }
+  // per group: value tangent b1 (through r_j, r_k, r_jk) and angular weight b2 (through cos)
+  for (size_t g = 0; g < NG; ++g) {
+    if (t.groups[g].narrow != narrow) continue;
+    const T aj = s.a[g * M + j], daj = s.da[g * M + j];
+    const T* RESTRICT ak = b.a + g * stride;
+    const T* RESTRICT dak = b.da + g * stride;
+    T* RESTRICT b1 = &s.q[g * M];
+    T* RESTRICT b2 = &s.dq[g * M];
+    if (narrow) {
+      const T* RESTRICT tj = &s.tjk[g * M];
+      const T* RESTRICT dtj = &s.dtjk[g * M];
+      SIMD for (int k = 0; k < n; ++k) {
+        b1[k] = (daj * trj * ak[k] + aj * dak[k] * trk[k]) * tj[k] + aj * ak[k] * dtj[k] * trjk[k];
+        b2[k] = aj * ak[k] * tj[k] * tc[k];
+      }
+    } else {
+      SIMD for (int k = 0; k < n; ++k) {
+        b1[k] = daj * trj * ak[k] + aj * dak[k] * trk[k];
+        b2[k] = aj * ak[k] * tc[k];
+      }
+    }
+  }
+  for (const Angular& f : t.angular) {
+    if (!in_block(f)) continue;
+    const int other = partner(f);
+    if (other == -1) continue;
+    const T* RESTRICT p = &s.p[f.shape * M];
+    const T* RESTRICT dp = &s.dp[f.shape * M];
+    const T* RESTRICT b1 = &s.q[f.group * M];
+    const T* RESTRICT b2 = &s.dq[f.group * M];
+    T sum = T(0);
+    if (other == -2) {
+      SIMD_SUM(sum) for (int k = 0; k < n; ++k) sum += b1[k] * p[k] + b2[k] * dp[k];
+    } else {
+      SIMD_SUM(sum) for (int k = 0; k < n; ++k) sum += spk[k] == other ? b1[k] * p[k] + b2[k] * dp[k] : T(0);
+    }
+    out[f.column] += T(f.coefficient) * sum;
+  }
 }
 
 // mode kValues: out[F] = G; kVjp: grad[M*3] = sum_f cot[f] dG_f/dr_ij; kJvp: out[F] = sum dG/dr . tan.
@@ -252,6 +609,20 @@ void atom(const Table& t, int cutoff_type, double alpha, int n_slots, const T* r
   if (mode != kVjp) std::fill(out, out + F, T(0));
   if (mode == kVjp) std::fill(grad, grad + 3 * n_slots, T(0));
 
+  T* RESTRICT X = s.x.data();
+  T* RESTRICT Y = s.y.data();
+  T* RESTRICT Z = s.z.data();
+  T* RESTRICT R = s.r.data();
+  T* RESTRICT IR = s.inv_r.data();
+  T* RESTRICT UX = s.ux.data();
+  T* RESTRICT UY = s.uy.data();
+  T* RESTRICT UZ = s.uz.data();
+  T* RESTRICT GX = s.gx.data();  // VJP: gradient; JVP: input tangent
+  T* RESTRICT GY = s.gy.data();
+  T* RESTRICT GZ = s.gz.data();
+  T* RESTRICT TR = s.tang_r.data();
+  int32_t* RESTRICT SP = s.species.data();
+
   // compact the real neighbours inside the largest cutoff
   const T max_cut2 = T(t.max_cut * t.max_cut);
   int K = 0;
@@ -260,294 +631,198 @@ void atom(const Table& t, int cutoff_type, double alpha, int n_slots, const T* r
     T x = rij[3 * m], y = rij[3 * m + 1], z = rij[3 * m + 2];
     T r2 = x * x + y * y + z * z;
     if (!(r2 < max_cut2) || r2 == T(0)) continue;
-    s.x[K] = x; s.y[K] = y; s.z[K] = z; s.species[K] = species[m]; s.slot[K] = m;
+    X[K] = x; Y[K] = y; Z[K] = z; SP[K] = species[m]; s.slot[K] = m;
     if (mode == kJvp) {
-      s.gx[K] = tan[3 * m]; s.gy[K] = tan[3 * m + 1]; s.gz[K] = tan[3 * m + 2];
+      GX[K] = tan[3 * m]; GY[K] = tan[3 * m + 1]; GZ[K] = tan[3 * m + 2];
     } else {
-      s.gx[K] = s.gy[K] = s.gz[K] = T(0);
+      GX[K] = GY[K] = GZ[K] = T(0);
     }
     ++K;
   }
   if (K == 0) return;
-  for (int k = 0; k < K; ++k) {
-    s.r[k] = std::sqrt(s.x[k] * s.x[k] + s.y[k] * s.y[k] + s.z[k] * s.z[k]);
-    s.inv_r[k] = T(1) / s.r[k];
-    s.ux[k] = s.x[k] * s.inv_r[k]; s.uy[k] = s.y[k] * s.inv_r[k]; s.uz[k] = s.z[k] * s.inv_r[k];
+  SIMD for (int k = 0; k < K; ++k) {
+    R[k] = std::sqrt(X[k] * X[k] + Y[k] * Y[k] + Z[k] * Z[k]);
+    IR[k] = T(1) / R[k];
+    UX[k] = X[k] * IR[k]; UY[k] = Y[k] * IR[k]; UZ[k] = Z[k] * IR[k];
   }
   const int M = s.capacity;
   for (size_t c = 0; c < t.cutoffs.size(); ++c)
-    cutoff<T>(cutoff_type, alpha, t.cutoffs[c], s.r.data(), &s.fc[c * M], &s.dfc[c * M], K);
-  // radial tangent along r: dr_k = u_k . tan_k (JVP)
-  if (mode == kJvp)
-    for (int k = 0; k < K; ++k) s.tang_r[k] = s.ux[k] * s.gx[k] + s.uy[k] * s.gy[k] + s.uz[k] * s.gz[k];
-  // the radial gradient along u_k accumulates in acc_rk before the pair loop
-  std::fill(s.acc_rk.begin(), s.acc_rk.begin() + K, T(0));
+    cutoff<T>(cutoff_type, alpha, t.cutoffs[c], R, &s.fc[c * M], &s.dfc[c * M], K);
+  if (mode == kJvp)  // tangent of r_k: u_k . tan_k
+    SIMD for (int k = 0; k < K; ++k) TR[k] = UX[k] * GX[k] + UY[k] * GY[k] + UZ[k] * GZ[k];
 
   // ---------------------------------------------------------------- type 2
-  for (const Radial& f : t.radial) {
-    const T eta = T(f.eta), shift = T(f.shift);
-    const T* fc = &s.fc[f.cut * M];
-    const T* dfc = &s.dfc[f.cut * M];
-    const bool all = t.one_element;
-    T sum = T(0);
-    const T weight = mode == kVjp ? cot[f.column] : T(1);
-    for (int k = 0; k < K; ++k) {
-      T match = (all || s.species[k] == f.element) ? T(1) : T(0);
-      T d = s.r[k] - shift;
-      T g = std::exp(-eta * d * d);
+  {
+    T* RESTRICT acc = s.acc_rk.data();  // VJP: dL/dr_k of the radial functions
+    if (mode == kVjp) std::fill(acc, acc + K, T(0));
+    for (const Radial& f : t.radial) {
+      const T eta = T(f.eta), shift = T(f.shift);
+      const T* RESTRICT fc = &s.fc[f.cut * M];
+      const T* RESTRICT dfc = &s.dfc[f.cut * M];
+      const int element = t.one_element ? -2 : f.element;
+      T sum = T(0);
       if (mode == kValues) {
-        sum += match * g * fc[k];
-      } else {
-        T deriv = match * g * (dfc[k] - T(2) * eta * d * fc[k]);
-        if (mode == kVjp) s.acc_rk[k] += weight * deriv;
-        else sum += deriv * s.tang_r[k];
+        SIMD_SUM(sum) for (int k = 0; k < K; ++k) {
+          T d = R[k] - shift;
+          T v = vexp(-eta * d * d) * fc[k];
+          sum += (element == -2 || SP[k] == element) ? v : T(0);
+        }
+        out[f.column] += sum;
+        continue;
       }
+      const T weight = mode == kVjp ? cot[f.column] : T(1);
+      SIMD_SUM(sum) for (int k = 0; k < K; ++k) {
+        T d = R[k] - shift;
+        T deriv = vexp(-eta * d * d) * (dfc[k] - T(2) * eta * d * fc[k]);
+        deriv = (element == -2 || SP[k] == element) ? deriv : T(0);
+        if (mode == kVjp) acc[k] += weight * deriv;
+        else sum += deriv * TR[k];
+      }
+      if (mode == kJvp) out[f.column] += sum;
     }
-    if (mode != kVjp) out[f.column] += sum;
+    if (mode == kVjp)
+      SIMD for (int k = 0; k < K; ++k) {
+        GX[k] += acc[k] * UX[k]; GY[k] += acc[k] * UY[k]; GZ[k] += acc[k] * UZ[k];
+      }
   }
-  if (mode == kVjp)
-    for (int k = 0; k < K; ++k) {
-      s.gx[k] += s.acc_rk[k] * s.ux[k]; s.gy[k] += s.acc_rk[k] * s.uy[k]; s.gz[k] += s.acc_rk[k] * s.uz[k];
-    }
+  if (t.angular.empty()) goto scatter;
 
   // ---------------------------------------------------------------- angular
-  if (!t.angular.empty()) {
-    const size_t NG = t.groups.size(), NS = t.shapes.size();
-    // pair factors a_g(r) = exp(-eta (r - rs)^2) f_c(r)
+  {
+    const size_t NG = t.groups.size();
+    // pair factors a_g(r) = exp(-eta (r - rs)^2) f_c(r) and their r-derivatives
     for (size_t g = 0; g < NG; ++g) {
       const Group& G = t.groups[g];
       const T eta = T(G.eta), shift = T(G.shift);
-      const T* fc = &s.fc[G.cut * M];
-      const T* dfc = &s.dfc[G.cut * M];
-      T* a = &s.a[g * M];
-      T* da = &s.da[g * M];
-      for (int k = 0; k < K; ++k) {
-        T d = s.r[k] - shift;
-        T e = std::exp(-eta * d * d);
+      const T* RESTRICT fc = &s.fc[G.cut * M];
+      const T* RESTRICT dfc = &s.dfc[G.cut * M];
+      T* RESTRICT a = &s.a[g * M];
+      T* RESTRICT da = &s.da[g * M];
+      SIMD for (int k = 0; k < K; ++k) {
+        T d = R[k] - shift;
+        T e = vexp(-eta * d * d);
         a[k] = e * fc[k];
         da[k] = e * (dfc[k] - T(2) * eta * d * fc[k]);
       }
     }
-    const bool any_narrow = t.max_narrow_cut > 0;
     const T angular_cut = T(t.max_angular_cut);
+    const T narrow_cut = T(t.max_narrow_cut);
+    T* RESTRICT cs = s.cos.data();  // per pair (j, k0 + k), k = 0 .. n-1
+    T* RESTRICT rjk = s.rjk.data();
+    T* RESTRICT wx = s.wx.data();
+    T* RESTRICT wy = s.wy.data();
+    T* RESTRICT wz = s.wz.data();
 
     for (int j = 0; j < K - 1; ++j) {
-      if (!(s.r[j] < angular_cut)) continue;
+      if (!(R[j] < angular_cut)) continue;
       const int k0 = j + 1, n = K - k0;
-      const T xj = s.x[j], yj = s.y[j], zj = s.z[j];
-      const T uxj = s.ux[j], uyj = s.uy[j], uzj = s.uz[j];
-      T* cs = &s.cos[k0];
-      T* rjk = &s.rjk[k0];
-      T* wx = &s.wx[k0];
-      T* wy = &s.wy[k0];
-      T* wz = &s.wz[k0];
-      for (int k = 0; k < n; ++k) {
-        T dx = s.x[k0 + k] - xj, dy = s.y[k0 + k] - yj, dz = s.z[k0 + k] - zj;
+      const T xj = X[j], yj = Y[j], zj = Z[j];
+      const T uxj = UX[j], uyj = UY[j], uzj = UZ[j];
+      const T* RESTRICT xk = X + k0;
+      const T* RESTRICT yk = Y + k0;
+      const T* RESTRICT zk = Z + k0;
+      const T* RESTRICT uxk = UX + k0;
+      const T* RESTRICT uyk = UY + k0;
+      const T* RESTRICT uzk = UZ + k0;
+      SIMD for (int k = 0; k < n; ++k) {
+        T dx = xk[k] - xj, dy = yk[k] - yj, dz = zk[k] - zj;
         wx[k] = dx; wy[k] = dy; wz[k] = dz;
-        cs[k] = uxj * s.ux[k0 + k] + uyj * s.uy[k0 + k] + uzj * s.uz[k0 + k];
-        T r2 = dx * dx + dy * dy + dz * dz;
-        rjk[k] = std::sqrt(std::max(r2, T(1e-30)));
+        cs[k] = uxj * uxk[k] + uyj * uyk[k] + uzj * uzk[k];
+        rjk[k] = std::sqrt(std::max(dx * dx + dy * dy + dz * dz, T(1e-30)));
       }
-      if (any_narrow)
-        for (size_t c = 0; c < t.cutoffs.size(); ++c)
-          cutoff<T>(cutoff_type, alpha, t.cutoffs[c], rjk, &s.fcjk[c * M + k0], &s.dfcjk[c * M + k0], n);
+      PairBlock<T> block{};
+      block.j = j;
+      block.n = n;
+      block.cs = cs; block.rjk = rjk; block.wx = wx; block.wy = wy; block.wz = wz;
+      block.uxk = uxk; block.uyk = uyk; block.uzk = uzk; block.irk = IR + k0; block.spk = SP + k0;
+      block.txk = GX + k0; block.tyk = GY + k0; block.tzk = GZ + k0; block.trk = TR + k0;
+      block.gxk = GX + k0; block.gyk = GY + k0; block.gzk = GZ + k0;
+      block.a = s.a.data() + k0; block.da = s.da.data() + k0; block.stride = M;
+      if (t.has_wide) pair_block<T, mode>(t, block, false, cutoff_type, alpha, cot, out, s);
+      if (!t.has_narrow) continue;
+
+      // the type-3 functions only see pairs with r_jk < r_c (about half of them): gather those
+      int* RESTRICT index = s.index.data();
+      int nc = 0;
+      for (int k = 0; k < n; ++k) {
+        index[nc] = k;
+        nc += rjk[k] < narrow_cut;
+      }
+      if (nc == 0) continue;
+      PairBlock<T> compact{};
+      compact.j = j;
+      compact.n = nc;
+      compact.stride = M;
+      T* RESTRICT c_cs = s.c_cos.data();
+      T* RESTRICT c_rjk = s.c_rjk.data();
+      T* RESTRICT c_wx = s.c_wx.data();
+      T* RESTRICT c_wy = s.c_wy.data();
+      T* RESTRICT c_wz = s.c_wz.data();
+      T* RESTRICT c_ux = s.c_ux.data();
+      T* RESTRICT c_uy = s.c_uy.data();
+      T* RESTRICT c_uz = s.c_uz.data();
+      T* RESTRICT c_ir = s.c_ir.data();
+      int32_t* RESTRICT c_sp = s.c_species.data();
+      const T* RESTRICT irk = IR + k0;
+      const int32_t* RESTRICT spk = SP + k0;
+      SIMD for (int c = 0; c < nc; ++c) {
+        const int k = index[c];
+        c_cs[c] = cs[k]; c_rjk[c] = rjk[k]; c_wx[c] = wx[k]; c_wy[c] = wy[k]; c_wz[c] = wz[k];
+        c_ux[c] = uxk[k]; c_uy[c] = uyk[k]; c_uz[c] = uzk[k]; c_ir[c] = irk[k]; c_sp[c] = spk[k];
+      }
       for (size_t g = 0; g < NG; ++g) {
-        const Group& G = t.groups[g];
-        T* tj = &s.tjk[g * M + k0];
-        T* dtj = &s.dtjk[g * M + k0];
-        if (!G.narrow) continue;
-        const T eta = T(G.eta), shift = T(G.shift);
-        const T* fc = &s.fcjk[G.cut * M + k0];
-        const T* dfc = &s.dfcjk[G.cut * M + k0];
-        for (int k = 0; k < n; ++k) {
-          T d = rjk[k] - shift;
-          T e = std::exp(-eta * d * d);
-          tj[k] = e * fc[k];
-          dtj[k] = e * (dfc[k] - T(2) * eta * d * fc[k]);
+        if (!t.groups[g].narrow) continue;
+        const T* RESTRICT a = &s.a[g * M + k0];
+        T* RESTRICT ca = &s.c_a[g * M];
+        SIMD for (int c = 0; c < nc; ++c) ca[c] = a[index[c]];
+        if (mode != kValues) {
+          const T* RESTRICT da = &s.da[g * M + k0];
+          T* RESTRICT cda = &s.c_da[g * M];
+          SIMD for (int c = 0; c < nc; ++c) cda[c] = da[index[c]];
         }
       }
-      for (size_t l = 0; l < NS; ++l) {
-        const Shape& S = t.shapes[l];
-        const T lambda = T(S.lambda), zeta = T(S.zeta);
-        T* p = &s.p[l * M + k0];
-        T* dp = &s.dp[l * M + k0];
-        if (S.integer_zeta >= 1) {
-          const int z = S.integer_zeta;
-          for (int k = 0; k < n; ++k) {
-            T base = T(1) + lambda * cs[k];
-            T lower = int_power(base, z - 1);
-            p[k] = lower * base;
-            dp[k] = T(z) * lambda * lower;
-          }
-        } else {
-          for (int k = 0; k < n; ++k) {
-            T base = std::max(T(1) + lambda * cs[k], T(0));
-            T lower = std::pow(base, zeta - T(1));
-            p[k] = lower * base;
-            dp[k] = zeta * lambda * lower;
-          }
+      compact.cs = c_cs; compact.rjk = c_rjk; compact.wx = c_wx; compact.wy = c_wy; compact.wz = c_wz;
+      compact.uxk = c_ux; compact.uyk = c_uy; compact.uzk = c_uz; compact.irk = c_ir; compact.spk = c_sp;
+      compact.a = s.c_a.data(); compact.da = s.c_da.data();
+      if (mode == kJvp) {
+        const T* RESTRICT txk = GX + k0;
+        const T* RESTRICT tyk = GY + k0;
+        const T* RESTRICT tzk = GZ + k0;
+        const T* RESTRICT trk = TR + k0;
+        T* RESTRICT ctx = s.c_tx.data();
+        T* RESTRICT cty = s.c_ty.data();
+        T* RESTRICT ctz = s.c_tz.data();
+        T* RESTRICT ctr = s.c_tr.data();
+        SIMD for (int c = 0; c < nc; ++c) {
+          const int k = index[c];
+          ctx[c] = txk[k]; cty[c] = tyk[k]; ctz[c] = tzk[k]; ctr[c] = trk[k];
         }
+        compact.txk = ctx; compact.tyk = cty; compact.tzk = ctz; compact.trk = ctr;
       }
-
-      // partner element of j for each function (-2: any, -1: none)
-      const int ej = s.species[j];
-      auto partner = [&](const Angular& f) {
-        if (t.one_element) return -2;
-        if (ej == f.lo) return f.hi;
-        if (ej == f.hi) return f.lo;
-        return -1;
-      };
-
-      if (mode == kValues) {
-        for (const Angular& f : t.angular) {
-          const int other = partner(f);
-          if (other == -1) continue;
-          const Group& G = t.groups[f.group];
-          const T* a = &s.a[f.group * M + k0];
-          const T* p = &s.p[f.shape * M + k0];
-          const T* tj = &s.tjk[f.group * M + k0];
-          const bool narrow = G.narrow;
-          T sum = T(0);
-          for (int k = 0; k < n; ++k) {
-            T match = (other == -2 || s.species[k0 + k] == other) ? T(1) : T(0);
-            sum += match * a[k] * (narrow ? tj[k] : T(1)) * p[k];
-          }
-          out[f.column] += T(f.coefficient) * s.a[f.group * M + j] * sum;
-        }
-        continue;
-      }
-
-      // q_g[k] = sum over the group's functions of weight_f * P_l, dq_g with dP_l, where
-      // weight is the cotangent (VJP) or 1 per column (JVP: accumulated per function below)
       if (mode == kVjp) {
-        for (size_t g = 0; g < NG; ++g) {
-          std::fill(&s.q[g * M + k0], &s.q[g * M + k0] + n, T(0));
-          std::fill(&s.dq[g * M + k0], &s.dq[g * M + k0] + n, T(0));
-        }
-        for (const Angular& f : t.angular) {
-          const int other = partner(f);
-          if (other == -1) continue;
-          const T w = T(f.coefficient) * cot[f.column];
-          const T* p = &s.p[f.shape * M + k0];
-          const T* dp = &s.dp[f.shape * M + k0];
-          T* q = &s.q[f.group * M + k0];
-          T* dq = &s.dq[f.group * M + k0];
-          for (int k = 0; k < n; ++k) {
-            T match = (other == -2 || s.species[k0 + k] == other) ? w : T(0);
-            q[k] += match * p[k];
-            dq[k] += match * dp[k];
-          }
-        }
-        T* arj = &s.acc_rj[k0];
-        T* ark = &s.acc_rk[k0];
-        T* arjk = &s.acc_rjk[k0];
-        T* ac = &s.acc_c[k0];
-        std::fill(arj, arj + n, T(0)); std::fill(ark, ark + n, T(0));
-        std::fill(arjk, arjk + n, T(0)); std::fill(ac, ac + n, T(0));
-        for (size_t g = 0; g < NG; ++g) {
-          const T aj = s.a[g * M + j], daj = s.da[g * M + j];
-          const T* a = &s.a[g * M + k0];
-          const T* da = &s.da[g * M + k0];
-          const T* q = &s.q[g * M + k0];
-          const T* dq = &s.dq[g * M + k0];
-          if (t.groups[g].narrow) {
-            const T* tj = &s.tjk[g * M + k0];
-            const T* dtj = &s.dtjk[g * M + k0];
-            for (int k = 0; k < n; ++k) {
-              T tq = tj[k] * q[k];
-              arj[k] += daj * a[k] * tq;
-              ark[k] += aj * da[k] * tq;
-              arjk[k] += aj * a[k] * dtj[k] * q[k];
-              ac[k] += aj * a[k] * tj[k] * dq[k];
-            }
-          } else {
-            for (int k = 0; k < n; ++k) {
-              arj[k] += daj * a[k] * q[k];
-              ark[k] += aj * da[k] * q[k];
-              ac[k] += aj * a[k] * dq[k];
-            }
-          }
-        }
-        // d cos / d r_j = (u_k - cos u_j) / r_j, d cos / d r_k = (u_j - cos u_k) / r_k,
-        // d r_jk / d r_k = w / r_jk = -d r_jk / d r_j
-        const T inv_rj = s.inv_r[j];
-        T gjx = T(0), gjy = T(0), gjz = T(0);
-        for (int k = 0; k < n; ++k) {
-          const int kk = k0 + k;
-          T c = cs[k];
-          T along = arjk[k] / rjk[k];
-          T cj = ac[k] * inv_rj, ck = ac[k] * s.inv_r[kk];
-          gjx += arj[k] * uxj + cj * (s.ux[kk] - c * uxj) - along * wx[k];
-          gjy += arj[k] * uyj + cj * (s.uy[kk] - c * uyj) - along * wy[k];
-          gjz += arj[k] * uzj + cj * (s.uz[kk] - c * uzj) - along * wz[k];
-          s.gx[kk] += ark[k] * s.ux[kk] + ck * (uxj - c * s.ux[kk]) + along * wx[k];
-          s.gy[kk] += ark[k] * s.uy[kk] + ck * (uyj - c * s.uy[kk]) + along * wy[k];
-          s.gz[kk] += ark[k] * s.uz[kk] + ck * (uzj - c * s.uz[kk]) + along * wz[k];
-        }
-        s.gx[j] += gjx; s.gy[j] += gjy; s.gz[j] += gjz;
-        continue;
+        std::fill(s.c_gx.begin(), s.c_gx.begin() + nc, T(0));
+        std::fill(s.c_gy.begin(), s.c_gy.begin() + nc, T(0));
+        std::fill(s.c_gz.begin(), s.c_gz.begin() + nc, T(0));
+        compact.gxk = s.c_gx.data(); compact.gyk = s.c_gy.data(); compact.gzk = s.c_gz.data();
       }
-
-      // JVP: tangents of r_j, r_k, cos and r_jk along the input tangent
-      {
-        const T inv_rj = s.inv_r[j];
-        const T tjx = s.gx[j], tjy = s.gy[j], tjz = s.gz[j];
-        const T trj = s.tang_r[j];
-        for (int k = 0; k < n; ++k) {
-          const int kk = k0 + k;
-          T c = cs[k];
-          T tkx = s.gx[kk], tky = s.gy[kk], tkz = s.gz[kk];
-          s.tang_c[kk] = ((s.ux[kk] - c * uxj) * tjx + (s.uy[kk] - c * uyj) * tjy + (s.uz[kk] - c * uzj) * tjz) *
-                             inv_rj +
-                         ((uxj - c * s.ux[kk]) * tkx + (uyj - c * s.uy[kk]) * tky + (uzj - c * s.uz[kk]) * tkz) *
-                             s.inv_r[kk];
-          s.tang_rjk[kk] = (wx[k] * (tkx - tjx) + wy[k] * (tky - tjy) + wz[k] * (tkz - tjz)) / rjk[k];
-        }
-        // per group: value tangent b1 (through r_j, r_k, r_jk) and angular weight b2 (through cos)
-        for (size_t g = 0; g < NG; ++g) {
-          const T aj = s.a[g * M + j], daj = s.da[g * M + j];
-          const T* a = &s.a[g * M + k0];
-          const T* da = &s.da[g * M + k0];
-          T* b1 = &s.q[g * M + k0];
-          T* b2 = &s.dq[g * M + k0];
-          if (t.groups[g].narrow) {
-            const T* tj = &s.tjk[g * M + k0];
-            const T* dtj = &s.dtjk[g * M + k0];
-            for (int k = 0; k < n; ++k) {
-              const int kk = k0 + k;
-              b1[k] = (daj * trj * a[k] + aj * da[k] * s.tang_r[kk]) * tj[k] + aj * a[k] * dtj[k] * s.tang_rjk[kk];
-              b2[k] = aj * a[k] * tj[k] * s.tang_c[kk];
-            }
-          } else {
-            for (int k = 0; k < n; ++k) {
-              const int kk = k0 + k;
-              b1[k] = daj * trj * a[k] + aj * da[k] * s.tang_r[kk];
-              b2[k] = aj * a[k] * s.tang_c[kk];
-            }
-          }
-        }
-        for (const Angular& f : t.angular) {
-          const int other = partner(f);
-          if (other == -1) continue;
-          const T* p = &s.p[f.shape * M + k0];
-          const T* dp = &s.dp[f.shape * M + k0];
-          const T* b1 = &s.q[f.group * M + k0];
-          const T* b2 = &s.dq[f.group * M + k0];
-          T sum = T(0);
-          for (int k = 0; k < n; ++k) {
-            T match = (other == -2 || s.species[k0 + k] == other) ? T(1) : T(0);
-            sum += match * (b1[k] * p[k] + b2[k] * dp[k]);
-          }
-          out[f.column] += T(f.coefficient) * sum;
+      pair_block<T, mode>(t, compact, true, cutoff_type, alpha, cot, out, s);
+      if (mode == kVjp) {
+        T* RESTRICT gxk = GX + k0;
+        T* RESTRICT gyk = GY + k0;
+        T* RESTRICT gzk = GZ + k0;
+        for (int c = 0; c < nc; ++c) {  // distinct k: no conflicts
+          const int k = index[c];
+          gxk[k] += s.c_gx[c]; gyk[k] += s.c_gy[c]; gzk[k] += s.c_gz[c];
         }
       }
     }
   }
 
+scatter:
   if (mode == kVjp)
     for (int k = 0; k < K; ++k) {
       const int m = s.slot[k];
-      grad[3 * m] = s.gx[k]; grad[3 * m + 1] = s.gy[k]; grad[3 * m + 2] = s.gz[k];
+      grad[3 * m] = GX[k]; grad[3 * m + 1] = GY[k]; grad[3 * m + 2] = GZ[k];
     }
 }
 
