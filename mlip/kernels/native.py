@@ -258,8 +258,8 @@ def _batch(primitive):
     """vmap: fold every batch axis into the atom axis (atoms are independent rows)."""
 
     def rule(args, dims, **params):
-        size = next(a.shape[d] for a, d in zip(args, dims) if d is not batching.not_mapped)
-        moved = [jnp.broadcast_to(a, (size,) + a.shape) if d is batching.not_mapped else jnp.moveaxis(a, d, 0)
+        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+        moved = [jnp.broadcast_to(a, (size,) + a.shape) if d is None else jnp.moveaxis(a, d, 0)
                  for a, d in zip(args, dims)]
         flat = [a.reshape((-1,) + a.shape[2:]) for a in moved]
         out = primitive.bind(*flat, **params)
