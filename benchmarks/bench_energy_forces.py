@@ -8,6 +8,9 @@ Times are wall-clock medians of repeated calls of the jit-compiled
 energy/forces/virial function (compilation excluded, reported separately), and of
 the host neighbour list (vesin) that the ASE calculator builds per call, and
 of a rebuild of the jit-compiled cell list that compiled MD loops use.
+``--backends native jax`` times the compiled descriptor kernel and the JAX one
+(the code before it) in the same run and prints their ratio and energy
+difference.
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ def median_time(function, repeats: int) -> float:
     return float(np.median(times))
 
 
+def mixed_symmetry_functions(elements, r_cut: float):
+    """Types 2, 3 and 9 in one set (the ``mixed`` workload), cosine cutoff."""
+    from mlip.kernels.symmetry_functions import SymmetryFunctionSet, default_symmetry_functions
+
+    narrow = default_symmetry_functions(elements, r_cut=r_cut, angular_type=3, cutoff_type="cos")
+    wide = default_symmetry_functions(elements, r_cut=r_cut, n_angular=6, angular_type=9, cutoff_type="cos")
+    functions = narrow.functions + tuple(f for f in wide.functions if f.kind == 9)
+    return SymmetryFunctionSet(narrow.elements, functions, "cos")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, nargs="+", default=[2, 4, 6, 8, 10, 16],
@@ -45,11 +58,16 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     parser.add_argument("--cutoff", type=float, default=6.0, help="symmetry-function cutoff, Å")
     parser.add_argument("--chunk-size", type=int, default=1024)
-    parser.add_argument("--workload", choices=["type9", "type3"], default="type9",
+    parser.add_argument("--workload", choices=["type9", "type3", "mixed"], default="type9",
                         help="angular symmetry functions of the default grid (8 type 2 + 16 angular, "
                              "eta ~ 0.099, 0.041, 0.022, 0.014 Å^-2, zeta 1 and 4, lambda ±1): wide type 9 "
                              "with the tanh cutoff (the default model), or narrow type 3 with the cosine "
-                             "cutoff (issue 11's type-3 set)")
+                             "cutoff (issue 11's type-3 set); mixed: types 2, 3 and 9 together with the "
+                             "cosine cutoff, per element pair 8 type 2, 16 type 3 and 24 type 9 (6 etas), "
+                             "like the Cu2S potential's 16 + 56 + 66 for two elements")
+    parser.add_argument("--backends", nargs="+", choices=["native", "jax"], default=["native"],
+                        help="descriptor kernels to time, in the same run: the compiled one and/or the "
+                             "JAX one (before the compiled kernel existed)")
     parser.add_argument("--rattle", type=float, default=0.02, help="random displacement, Å (issue 11: 0.05)")
     parser.add_argument("--elements", nargs="+", default=["Si"],
                         help="elements of the model; with more than one, the diamond lattice's atoms are "
@@ -63,17 +81,21 @@ def main() -> None:
     if args.workload == "type3":
         model = Model.create(elements=args.elements, r_cut=args.cutoff, hidden_layers=(25, 25),
                              angular_type=3, cutoff_type="cos")
+    elif args.workload == "mixed":
+        model = Model.create(symmetry_functions=mixed_symmetry_functions(args.elements, args.cutoff),
+                             hidden_layers=(25, 25))
     else:
         model = Model.create(elements=args.elements, r_cut=args.cutoff, hidden_layers=(25, 25))
     dtype = jax.numpy.dtype(args.dtype)
     params = jax.tree_util.tree_map(lambda x: x.astype(dtype), model.params)
-    evaluate = jax.jit(make_model_functions(model.config, args.chunk_size).energy_forces_virial)
+    evaluators = {backend: jax.jit(make_model_functions(model.config, args.chunk_size, backend).energy_forces_virial)
+                  for backend in args.backends}
     n_features = model.config.symmetry_functions.n_features(args.elements[0])
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), dtype {args.dtype}, "
           f"workload {args.workload}, elements {'-'.join(args.elements)}, "
           f"cutoff {args.cutoff} Å, {n_features} symmetry functions, network {model.config.hidden_layers}")
-    header = (f"{'atoms':>7} {'neigh':>6} {'compile s':>10} {'E+F ms':>10} {'µs/atom':>9} {'NL ms':>8} "
-              f"{'NL µs/atom':>11} {'cells ms':>9} {'cells µs/atom':>14}")
+    header = (f"{'atoms':>7} {'neigh':>6} {'kernel':>7} {'compile s':>10} {'E+F ms':>10} {'µs/atom':>9} "
+              f"{'NL ms':>8} {'NL µs/atom':>11} {'cells ms':>9} {'cells µs/atom':>14}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -85,11 +107,7 @@ def main() -> None:
         pairs_fn = lambda: host_pairs(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)  # noqa: E731
         padded = pad_structure(model, atoms, pairs_fn())
         inputs = padded.as_jax(dtype, with_element_rows=True)  # each element's network on its own atoms
-        start = time.perf_counter()
-        jax.block_until_ready(evaluate(params, *inputs))
-        compile_s = time.perf_counter() - start
         n_repeat = 5 if len(atoms) <= 4096 else 2
-        run_s = median_time(lambda: jax.block_until_ready(evaluate(params, *inputs)), n_repeat)
         nl_s = median_time(pairs_fn, n_repeat)
         cell_list = CellList(model.cutoff, skin=0.0)  # skin 0: every update rebuilds
         positions, cell, species = inputs[:3]
@@ -97,17 +115,28 @@ def main() -> None:
         rebuild = jax.jit(cell_list.update)
         jax.block_until_ready(rebuild(state, positions, cell))
         cells_s = median_time(lambda: jax.block_until_ready(rebuild(state, positions, cell)), n_repeat)
-        row = {
-            "atoms": len(atoms), "padded_atoms": int(padded.positions.shape[0]),
-            "neighbor_capacity": padded.nl.capacity, "compile_s": compile_s,
-            "energy_forces_s": run_s, "us_per_atom": 1e6 * run_s / len(atoms),
-            "neighbor_list_s": nl_s, "neighbor_list_us_per_atom": 1e6 * nl_s / len(atoms),
-            "cell_list_s": cells_s, "cell_list_us_per_atom": 1e6 * cells_s / len(atoms),
-        }
-        rows.append(row)
-        print(f"{row['atoms']:>7} {row['neighbor_capacity']:>6} {compile_s:>10.2f} {1e3 * run_s:>10.2f} "
-              f"{row['us_per_atom']:>9.2f} {1e3 * nl_s:>8.2f} {row['neighbor_list_us_per_atom']:>11.2f} "
-              f"{1e3 * cells_s:>9.2f} {row['cell_list_us_per_atom']:>14.2f}")
+        energies = {}
+        for backend, evaluate in evaluators.items():
+            start = time.perf_counter()
+            energies[backend] = float(jax.block_until_ready(evaluate(params, *inputs)).energy)
+            compile_s = time.perf_counter() - start
+            run_s = median_time(lambda: jax.block_until_ready(evaluate(params, *inputs)), n_repeat)
+            row = {
+                "atoms": len(atoms), "padded_atoms": int(padded.positions.shape[0]), "kernel": backend,
+                "neighbor_capacity": padded.nl.capacity, "compile_s": compile_s,
+                "energy_forces_s": run_s, "us_per_atom": 1e6 * run_s / len(atoms),
+                "neighbor_list_s": nl_s, "neighbor_list_us_per_atom": 1e6 * nl_s / len(atoms),
+                "cell_list_s": cells_s, "cell_list_us_per_atom": 1e6 * cells_s / len(atoms),
+            }
+            rows.append(row)
+            print(f"{row['atoms']:>7} {row['neighbor_capacity']:>6} {backend:>7} {compile_s:>10.2f} "
+                  f"{1e3 * run_s:>10.2f} {row['us_per_atom']:>9.2f} {1e3 * nl_s:>8.2f} "
+                  f"{row['neighbor_list_us_per_atom']:>11.2f} {1e3 * cells_s:>9.2f} "
+                  f"{row['cell_list_us_per_atom']:>14.2f}")
+        if len(energies) == 2:
+            times = {row["kernel"]: row["us_per_atom"] for row in rows[-2:]}
+            print(f"{'':>15} native/jax time ratio {times['native'] / times['jax']:.3f}, "
+                  f"energy difference {abs(energies['native'] - energies['jax']):.2e} eV")
     if args.json:
         import pathlib
 

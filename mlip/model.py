@@ -213,15 +213,17 @@ class ModelFunctions:
     energies_from_features: Any = field(repr=False)
 
 
-def make_model_functions(config: ModelConfig, chunk_size: int = 1024) -> ModelFunctions:
+def make_model_functions(config: ModelConfig, chunk_size: int = 1024, backend: str = "auto") -> ModelFunctions:
     """Build the pure energy functions of ``config`` (not yet jit-compiled).
 
     ``chunk_size`` atoms are processed at a time (with rematerialisation), pair
     vectors included (:func:`chunked_descriptors`), so the memory of the pair and
-    triplet terms stays bounded for large systems.
+    triplet terms stays bounded for large systems.  ``backend`` picks the
+    descriptor kernel (``auto``, ``native`` or ``jax``; see
+    :func:`~mlip.kernels.symmetry_functions.make_descriptor_kernel`).
     """
     sf_set = config.symmetry_functions
-    atom_kernel = make_descriptor_kernel(sf_set)
+    atom_kernel = make_descriptor_kernel(sf_set, backend)
     kernel = chunked(atom_kernel, chunk_size)
     descriptors_in_chunks = chunked_descriptors(atom_kernel, chunk_size)
     network = AtomicNetwork(config.hidden_layers, config.activation)

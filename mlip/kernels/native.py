@@ -162,7 +162,7 @@ def _impl(primitive):
 
 
 def _values_shape(r_ij, species, *, sf_set):
-    return jax.core.ShapedArray((r_ij.shape[0], sf_set.n_union), r_ij.dtype)
+    return r_ij.update(shape=(r_ij.shape[0], sf_set.n_union), weak_type=False)
 
 
 values_p.def_impl(_impl(values_p))
@@ -170,7 +170,7 @@ values_p.def_abstract_eval(_values_shape)
 jvp_p.def_impl(_impl(jvp_p))
 jvp_p.def_abstract_eval(lambda r_ij, species, tangent, *, sf_set: _values_shape(r_ij, species, sf_set=sf_set))
 vjp_p.def_impl(_impl(vjp_p))
-vjp_p.def_abstract_eval(lambda r_ij, species, cotangent, *, sf_set: jax.core.ShapedArray(r_ij.shape, r_ij.dtype))
+vjp_p.def_abstract_eval(lambda r_ij, species, cotangent, *, sf_set: r_ij.update(weak_type=False))
 
 
 def _cpu_lowering(target):
