@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import jax
@@ -504,8 +505,14 @@ def make_descriptor_kernel(sf_set: SymmetryFunctionSet, backend: str = "auto"):
     if backend not in KERNEL_BACKENDS:
         raise ValueError(f"unknown descriptor backend {backend!r}; choose one of {KERNEL_BACKENDS}")
     if backend != "jax":
-        from mlip.kernels import native
-
+        try:
+            from mlip.kernels import native
+        except ImportError as error:  # a JAX without the extension APIs the compiled kernel uses
+            if backend == "native":
+                raise
+            warnings.warn(f"mlip's compiled descriptor kernel is unavailable, using the JAX kernel: {error}",
+                          RuntimeWarning, stacklevel=2)
+            return _make_jax_kernel(sf_set)
         if backend == "native" or native.available():
             if backend == "native" and not native.load():
                 raise native.NativeKernelError("the compiled descriptor kernel could not be built (see the warning)")
