@@ -230,6 +230,7 @@ struct Table {
   std::vector<char> narrow_cutoff, narrow_shape, wide_shape;  // used by some type-3 / type-9 function
   int n_columns = 0;
   bool one_element = false;  // every neighbour matches every function
+  int n_elements = 1;
 };
 
 template <typename V>
@@ -243,6 +244,7 @@ int find_or_add(std::vector<V>& list, const V& value, bool (*same)(const V&, con
 Table parse_table(ffi::Span<const double> rows, int n_elements) {
   Table t;
   t.one_element = n_elements == 1;
+  t.n_elements = n_elements;
   t.n_columns = static_cast<int>(rows.size() / kTableWidth);
   auto cut_index = [&](double r_cut) {
     for (size_t n = 0; n < t.cutoffs.size(); ++n)
@@ -288,23 +290,16 @@ Table parse_table(ffi::Span<const double> rows, int n_elements) {
 template <typename T>
 struct Scratch {  // per-thread buffers, sized by the neighbour capacity
   int capacity = 0;
-  std::vector<T> x, y, z, r, inv_r, ux, uy, uz;
+  std::vector<T> x, y, z, r, inv_r, ux, uy, uz;  // [k]: the real neighbours, compacted
   std::vector<int> species, slot;
   std::vector<T> fc, dfc;          // [cutoffs][k]
   std::vector<T> a, da;            // [groups][k]: exp(-eta (r - rs)^2) f_c(r) and its r-derivative
-  std::vector<T> cos, rjk, wx, wy, wz, inside;  // [k] for the current j
-  std::vector<T> fcjk, dfcjk;      // [cutoffs][k]
-  std::vector<T> tjk, dtjk;        // [groups][k]: r_jk Gaussian x cutoff (1 for wide groups)
-  std::vector<T> p, dp;            // [shapes][k]: (1 + lambda cos)^zeta and d/dcos
-  std::vector<T> q, dq;            // [groups][k]: cotangent- or value-weighted shape sums
-  std::vector<T> acc_rj, acc_rk, acc_rjk, acc_c;  // [k]
+  std::vector<T> cos;              // [k] for the current j (type 9)
+  std::vector<T> p, dp;            // [shapes][k]: (1 + lambda cos)^zeta and d/dcos (type 9)
+  std::vector<T> q, dq;            // [groups][k]: cotangent- or tangent-weighted shape sums (type 9)
+  std::vector<T> acc_rj, acc_rk, acc_c;  // [k]
   std::vector<T> gx, gy, gz;       // [k] gradient or tangent of the compacted neighbours
-  std::vector<T> tang_r, tang_c, tang_rjk;  // [k] (JVP)
-  // the pairs (j, k) with r_jk < the largest type-3 cutoff, gathered (see PairBlock)
-  std::vector<int> index;
-  std::vector<T> c_cos, c_rjk, c_wx, c_wy, c_wz, c_ux, c_uy, c_uz, c_ir, c_tx, c_ty, c_tz, c_tr, c_gx, c_gy, c_gz;
-  std::vector<int32_t> c_species;
-  std::vector<T> c_a, c_da;  // [groups][c]
+  std::vector<T> tang_r, tang_c;   // [k] (JVP)
 
   size_t n_cutoffs = 0, n_groups = 0, n_shapes = 0;
 
@@ -319,24 +314,18 @@ struct Scratch {  // per-thread buffers, sized by the neighbour capacity
     n_groups = std::max(n_groups, t.groups.size());
     n_shapes = std::max(n_shapes, t.shapes.size());
     capacity = m;
-    for (auto* v : {&x, &y, &z, &r, &inv_r, &ux, &uy, &uz, &cos, &rjk, &wx, &wy, &wz, &inside, &acc_rj,
-                    &acc_rk, &acc_rjk, &acc_c, &gx, &gy, &gz, &tang_r, &tang_c, &tang_rjk, &c_cos, &c_rjk,
-                    &c_wx, &c_wy, &c_wz, &c_ux, &c_uy, &c_uz, &c_ir, &c_tx, &c_ty, &c_tz, &c_tr, &c_gx, &c_gy,
-                    &c_gz})
+    for (auto* v : {&x, &y, &z, &r, &inv_r, &ux, &uy, &uz, &cos, &acc_rj, &acc_rk, &acc_c, &gx, &gy, &gz, &tang_r,
+                    &tang_c})
       v->assign(m, T(0));
-    index.assign(m, 0);
-    c_species.assign(m, -1);
     species.assign(m, -1);
     slot.assign(m, 0);
     size_t nc = n_cutoffs, ng = n_groups, ns = n_shapes;
-    fc.assign(nc * m, T(0)); dfc.assign(nc * m, T(0)); fcjk.assign(nc * m, T(0)); dfcjk.assign(nc * m, T(0));
-    a.assign(ng * m, T(0)); da.assign(ng * m, T(0)); tjk.assign(ng * m, T(0)); dtjk.assign(ng * m, T(0));
+    fc.assign(nc * m, T(0)); dfc.assign(nc * m, T(0));
+    a.assign(ng * m, T(0)); da.assign(ng * m, T(0));
     q.assign(ng * m, T(0)); dq.assign(ng * m, T(0));
-    c_a.assign(ng * m, T(0)); c_da.assign(ng * m, T(0));
     p.assign(ns * m, T(0)); dp.assign(ns * m, T(0));
   }
 };
-
 
 // p = (1 + lambda cos)^zeta and dp = dp/dcos for n pairs
 template <typename T, int Z>
@@ -372,26 +361,14 @@ void shape_powers(const Shape& S, const T* RESTRICT cs, T* RESTRICT p, T* RESTRI
   }
 }
 
-// sum_k match_k x_k y_k z_k, match_k = (species_k == other) unless other == -2 (any)
-template <typename T>
-inline T matched_sum3(int other, const int32_t* RESTRICT sp, const T* RESTRICT x, const T* RESTRICT y,
-                      const T* RESTRICT z, int n) {
-  T sum = T(0);
-  if (other == -2) {
-    SIMD_SUM(sum) for (int k = 0; k < n; ++k) sum += x[k] * y[k] * z[k];
-  } else {
-    SIMD_SUM(sum) for (int k = 0; k < n; ++k) sum += sp[k] == other ? x[k] * y[k] * z[k] : T(0);
-  }
-  return sum;
-}
-
-// The pairs (j, k) of one j: either all k > j (for type-9 functions) or the
-// gathered ones with r_jk below the type-3 cutoff (for type-3 functions).
+// The pairs (j, k) of one j, all k > j (type-9 functions; type 3 uses the flat
+// list of angular_pairs, which measured 1.5x faster for type 3 and 1.3x slower
+// for type 9, whose pairs need no r_jk terms to amortise the gathers).
 // k-side arrays have n entries; a and da are [group][k] with the given stride.
 template <typename T>
 struct PairBlock {
   int j = 0, n = 0, stride = 0;
-  const T *cs, *rjk, *wx, *wy, *wz, *uxk, *uyk, *uzk, *irk;
+  const T *cs, *uxk, *uyk, *uzk, *irk;
   const int32_t* spk;
   const T *a, *da;                 // a_g(r_k) at a[g * stride + k]
   const T *txk, *tyk, *tzk, *trk;  // JVP: tangents of r_k and of |r_k|
@@ -399,34 +376,13 @@ struct PairBlock {
 };
 
 template <typename T, Mode mode>
-void pair_block(const Table& t, const PairBlock<T>& b, bool narrow, int cutoff_type, double alpha, const T* cot,
-                T* out, Scratch<T>& s) {
+void pair_block(const Table& t, const PairBlock<T>& b, const T* cot, T* out, Scratch<T>& s) {
   const int n = b.n, j = b.j, M = s.capacity, stride = b.stride;
   const size_t NG = t.groups.size(), NS = t.shapes.size();
   const T* RESTRICT cs = b.cs;
-  const T* RESTRICT rjk = b.rjk;
   const int32_t* RESTRICT spk = b.spk;
-  if (narrow) {
-    for (size_t c = 0; c < t.cutoffs.size(); ++c)
-      if (t.narrow_cutoff[c]) cutoff<T>(cutoff_type, alpha, t.cutoffs[c], rjk, &s.fcjk[c * M], &s.dfcjk[c * M], n);
-    for (size_t g = 0; g < NG; ++g) {
-      const Group& G = t.groups[g];
-      if (!G.narrow) continue;
-      T* RESTRICT tj = &s.tjk[g * M];
-      T* RESTRICT dtj = &s.dtjk[g * M];
-      const T eta = T(G.eta), shift = T(G.shift);
-      const T* RESTRICT fc = &s.fcjk[G.cut * M];
-      const T* RESTRICT dfc = &s.dfcjk[G.cut * M];
-      SIMD for (int k = 0; k < n; ++k) {  // the r_jk factor: Gaussian times cutoff
-        T d = rjk[k] - shift;
-        T e = vexp(-eta * d * d);
-        tj[k] = e * fc[k];
-        if (mode != kValues) dtj[k] = e * (dfc[k] - T(2) * eta * d * fc[k]);
-      }
-    }
-  }
   for (size_t l = 0; l < NS; ++l)
-    if (narrow ? t.narrow_shape[l] : t.wide_shape[l]) shape_powers<T>(t.shapes[l], cs, &s.p[l * M], &s.dp[l * M], n);
+    if (t.wide_shape[l]) shape_powers<T>(t.shapes[l], cs, &s.p[l * M], &s.dp[l * M], n);
 
   // partner element of j for each function (-2: any, -1: none)
   const int ej = s.species[j];
@@ -436,7 +392,7 @@ void pair_block(const Table& t, const PairBlock<T>& b, bool narrow, int cutoff_t
     if (ej == f.hi) return f.lo;
     return -1;
   };
-  auto in_block = [&](const Angular& f) { return t.groups[f.group].narrow == narrow; };
+  auto in_block = [&](const Angular& f) { return !t.groups[f.group].narrow; };
 
   if (mode == kValues) {
     for (const Angular& f : t.angular) {
@@ -446,9 +402,7 @@ void pair_block(const Table& t, const PairBlock<T>& b, bool narrow, int cutoff_t
       const T* RESTRICT ak = b.a + f.group * stride;
       const T* RESTRICT p = &s.p[f.shape * M];
       T sum = T(0);
-      if (narrow) {
-        sum = matched_sum3(other, spk, ak, static_cast<const T*>(&s.tjk[f.group * M]), p, n);
-      } else if (other == -2) {
+      if (other == -2) {
         SIMD_SUM(sum) for (int k = 0; k < n; ++k) sum += ak[k] * p[k];
       } else {
         SIMD_SUM(sum) for (int k = 0; k < n; ++k) sum += spk[k] == other ? ak[k] * p[k] : T(0);
@@ -463,14 +417,11 @@ void pair_block(const Table& t, const PairBlock<T>& b, bool narrow, int cutoff_t
   const T* RESTRICT uyk = b.uyk;
   const T* RESTRICT uzk = b.uzk;
   const T* RESTRICT irk = b.irk;
-  const T* RESTRICT wx = b.wx;
-  const T* RESTRICT wy = b.wy;
-  const T* RESTRICT wz = b.wz;
 
   if (mode == kVjp) {
     // q_g = sum over the group's functions of coefficient * cotangent * P_l, dq_g with dP_l
     for (size_t g = 0; g < NG; ++g) {
-      if (t.groups[g].narrow != narrow) continue;
+      if (t.groups[g].narrow) continue;
       std::fill(&s.q[g * M], &s.q[g * M] + n, T(0));
       std::fill(&s.dq[g * M], &s.dq[g * M] + n, T(0));
     }
@@ -495,33 +446,19 @@ void pair_block(const Table& t, const PairBlock<T>& b, bool narrow, int cutoff_t
     }
     T* RESTRICT arj = s.acc_rj.data();
     T* RESTRICT ark = s.acc_rk.data();
-    T* RESTRICT arjk = s.acc_rjk.data();
     T* RESTRICT ac = s.acc_c.data();
-    std::fill(arj, arj + n, T(0)); std::fill(ark, ark + n, T(0));
-    std::fill(arjk, arjk + n, T(0)); std::fill(ac, ac + n, T(0));
+    std::fill(arj, arj + n, T(0)); std::fill(ark, ark + n, T(0)); std::fill(ac, ac + n, T(0));
     for (size_t g = 0; g < NG; ++g) {
-      if (t.groups[g].narrow != narrow) continue;
+      if (t.groups[g].narrow) continue;
       const T aj = s.a[g * M + j], daj = s.da[g * M + j];
       const T* RESTRICT ak = b.a + g * stride;
       const T* RESTRICT dak = b.da + g * stride;
       const T* RESTRICT q = &s.q[g * M];
       const T* RESTRICT dq = &s.dq[g * M];
-      if (narrow) {
-        const T* RESTRICT tj = &s.tjk[g * M];
-        const T* RESTRICT dtj = &s.dtjk[g * M];
         SIMD for (int k = 0; k < n; ++k) {
-          T tq = tj[k] * q[k];
-          arj[k] += daj * ak[k] * tq;
-          ark[k] += aj * dak[k] * tq;
-          arjk[k] += aj * ak[k] * dtj[k] * q[k];
-          ac[k] += aj * ak[k] * tj[k] * dq[k];
-        }
-      } else {
-        SIMD for (int k = 0; k < n; ++k) {
-          arj[k] += daj * ak[k] * q[k];
-          ark[k] += aj * dak[k] * q[k];
-          ac[k] += aj * ak[k] * dq[k];
-        }
+        arj[k] += daj * ak[k] * q[k];
+        ark[k] += aj * dak[k] * q[k];
+        ac[k] += aj * ak[k] * dq[k];
       }
     }
     // d cos/d r_j = (u_k - cos u_j) / r_j, d cos/d r_k = (u_j - cos u_k) / r_k,
@@ -532,20 +469,19 @@ void pair_block(const Table& t, const PairBlock<T>& b, bool narrow, int cutoff_t
     T gjx = T(0), gjy = T(0), gjz = T(0);
     SIMD_SUM(gjx, gjy, gjz) for (int k = 0; k < n; ++k) {
       T c = cs[k];
-      T along = narrow ? arjk[k] / rjk[k] : T(0);
       T cj = ac[k] * inv_rj, ck = ac[k] * irk[k];
-      gjx += arj[k] * uxj + cj * (uxk[k] - c * uxj) - along * wx[k];
-      gjy += arj[k] * uyj + cj * (uyk[k] - c * uyj) - along * wy[k];
-      gjz += arj[k] * uzj + cj * (uzk[k] - c * uzj) - along * wz[k];
-      gxk[k] += ark[k] * uxk[k] + ck * (uxj - c * uxk[k]) + along * wx[k];
-      gyk[k] += ark[k] * uyk[k] + ck * (uyj - c * uyk[k]) + along * wy[k];
-      gzk[k] += ark[k] * uzk[k] + ck * (uzj - c * uzk[k]) + along * wz[k];
+      gjx += arj[k] * uxj + cj * (uxk[k] - c * uxj);
+      gjy += arj[k] * uyj + cj * (uyk[k] - c * uyj);
+      gjz += arj[k] * uzj + cj * (uzk[k] - c * uzj);
+      gxk[k] += ark[k] * uxk[k] + ck * (uxj - c * uxk[k]);
+      gyk[k] += ark[k] * uyk[k] + ck * (uyj - c * uyk[k]);
+      gzk[k] += ark[k] * uzk[k] + ck * (uzj - c * uzk[k]);
     }
     s.gx[j] += gjx; s.gy[j] += gjy; s.gz[j] += gjz;
     return;
   }
 
-  // JVP: tangents of cos and r_jk along the input tangent
+  // JVP: tangent of cos along the input tangent
   const T tjx = s.gx[j], tjy = s.gy[j], tjz = s.gz[j];
   const T trj = s.tang_r[j];
   const T* RESTRICT txk = b.txk;
@@ -553,33 +489,22 @@ void pair_block(const Table& t, const PairBlock<T>& b, bool narrow, int cutoff_t
   const T* RESTRICT tzk = b.tzk;
   const T* RESTRICT trk = b.trk;
   T* RESTRICT tc = s.tang_c.data();
-  T* RESTRICT trjk = s.tang_rjk.data();
   SIMD for (int k = 0; k < n; ++k) {
     T c = cs[k];
     tc[k] = ((uxk[k] - c * uxj) * tjx + (uyk[k] - c * uyj) * tjy + (uzk[k] - c * uzj) * tjz) * inv_rj +
             ((uxj - c * uxk[k]) * txk[k] + (uyj - c * uyk[k]) * tyk[k] + (uzj - c * uzk[k]) * tzk[k]) * irk[k];
-    trjk[k] = narrow ? (wx[k] * (txk[k] - tjx) + wy[k] * (tyk[k] - tjy) + wz[k] * (tzk[k] - tjz)) / rjk[k] : T(0);
   }
-  // per group: value tangent b1 (through r_j, r_k, r_jk) and angular weight b2 (through cos)
+  // per group: value tangent b1 (through r_j, r_k) and angular weight b2 (through cos)
   for (size_t g = 0; g < NG; ++g) {
-    if (t.groups[g].narrow != narrow) continue;
+    if (t.groups[g].narrow) continue;
     const T aj = s.a[g * M + j], daj = s.da[g * M + j];
     const T* RESTRICT ak = b.a + g * stride;
     const T* RESTRICT dak = b.da + g * stride;
     T* RESTRICT b1 = &s.q[g * M];
     T* RESTRICT b2 = &s.dq[g * M];
-    if (narrow) {
-      const T* RESTRICT tj = &s.tjk[g * M];
-      const T* RESTRICT dtj = &s.dtjk[g * M];
-      SIMD for (int k = 0; k < n; ++k) {
-        b1[k] = (daj * trj * ak[k] + aj * dak[k] * trk[k]) * tj[k] + aj * ak[k] * dtj[k] * trjk[k];
-        b2[k] = aj * ak[k] * tj[k] * tc[k];
-      }
-    } else {
-      SIMD for (int k = 0; k < n; ++k) {
-        b1[k] = daj * trj * ak[k] + aj * dak[k] * trk[k];
-        b2[k] = aj * ak[k] * tc[k];
-      }
+    SIMD for (int k = 0; k < n; ++k) {
+      b1[k] = daj * trj * ak[k] + aj * dak[k] * trk[k];
+      b2[k] = aj * ak[k] * tc[k];
     }
   }
   for (const Angular& f : t.angular) {
@@ -597,6 +522,327 @@ void pair_block(const Table& t, const PairBlock<T>& b, bool narrow, int cutoff_t
       SIMD_SUM(sum) for (int k = 0; k < n; ++k) sum += spk[k] == other ? b1[k] * p[k] + b2[k] * dp[k] : T(0);
     }
     out[f.column] += T(f.coefficient) * sum;
+  }
+}
+
+// Angular terms of one atom over a flat list of its neighbour pairs (j < k):
+// all pairs for the type-9 functions, the pairs with r_jk below the largest
+// type-3 cutoff for the type-3 ones (about half).  The list is processed in
+// chunks of kChunk pairs whose per-pair quantities are gathered into
+// contiguous arrays, so every loop runs over up to kChunk pairs (long,
+// vectorised loops) instead of over the few k of one j.
+constexpr int kChunk = 128;
+
+template <typename T>
+struct PairScratch {
+  std::vector<int> pj, pk;  // the pair list
+  std::vector<T> buf;       // per-chunk arrays of kChunk entries (slot, group, shape, cut)
+  std::vector<int32_t> channel;
+  size_t groups = 0, shapes = 0, cutoffs = 0;
+  enum Slot { kCos, kRjk, kWx, kWy, kWz, kUxj, kUyj, kUzj, kUxk, kUyk, kUzk, kIrj, kIrk, kArj, kArk, kArjk, kAc,
+              kGjx, kGjy, kGjz, kGkx, kGky, kGkz, kTjx, kTjy, kTjz, kTkx, kTky, kTkz, kTrj, kTrk, kTc, kTrjk,
+              kFixed };
+  // per group: 9 arrays (GroupArray); per shape: p, dp; per cutoff: fc, dfc
+  T* slot(int n) { return &buf[size_t(n) * kChunk]; }
+  T* group(int which, size_t g) { return &buf[(kFixed + which * groups + g) * kChunk]; }
+  T* shape(int which, size_t l) { return &buf[(kFixed + 9 * groups + which * shapes + l) * kChunk]; }
+  T* cut(int which, size_t c) { return &buf[(kFixed + 9 * groups + 2 * shapes + which * cutoffs + c) * kChunk]; }
+
+  void reserve(int m, const Table& t) {
+    size_t pairs = size_t(m) * size_t(std::max(m - 1, 1)) / 2 + 1;
+    if (pj.size() < pairs) { pj.assign(pairs, 0); pk.assign(pairs, 0); }
+    if (t.groups.size() > groups || t.shapes.size() > shapes || t.cutoffs.size() > cutoffs || buf.empty()) {
+      groups = std::max(groups, t.groups.size());
+      shapes = std::max(shapes, t.shapes.size());
+      cutoffs = std::max(cutoffs, t.cutoffs.size());
+      buf.assign((kFixed + 9 * groups + 2 * shapes + 2 * cutoffs) * kChunk, T(0));
+      channel.assign(kChunk, 0);
+    }
+  }
+};
+
+enum GroupArray { kAj, kAk, kDaj, kDak, kTjk, kDtjk, kQ, kDq, kX };
+
+template <typename T, Mode mode>
+void angular_pairs(const Table& t, bool narrow, int K, int cutoff_type, double alpha, const T* cot, T* out,
+                   Scratch<T>& s, PairScratch<T>& ps) {
+  const int M = s.capacity;
+  const T* RESTRICT X = s.x.data();
+  const T* RESTRICT Y = s.y.data();
+  const T* RESTRICT Z = s.z.data();
+  const T* RESTRICT R = s.r.data();
+  const T* RESTRICT IR = s.inv_r.data();
+  const T* RESTRICT UX = s.ux.data();
+  const T* RESTRICT UY = s.uy.data();
+  const T* RESTRICT UZ = s.uz.data();
+  const int32_t* RESTRICT SP = s.species.data();
+  T* RESTRICT GX = s.gx.data();  // VJP: gradient; JVP: input tangent
+  T* RESTRICT GY = s.gy.data();
+  T* RESTRICT GZ = s.gz.data();
+  const T* RESTRICT TR = s.tang_r.data();
+
+  // the pair list, compacted without branches
+  const T angular_cut = T(t.max_angular_cut);
+  const T cut2 = narrow ? T(t.max_narrow_cut * t.max_narrow_cut) : T(4 * t.max_angular_cut * t.max_angular_cut);
+  int* RESTRICT pj = ps.pj.data();
+  int* RESTRICT pk = ps.pk.data();
+  int P = 0;
+  for (int j = 0; j < K - 1; ++j) {
+    if (!(R[j] < angular_cut)) continue;
+    const T xj = X[j], yj = Y[j], zj = Z[j];
+    for (int k = j + 1; k < K; ++k) {
+      T dx = X[k] - xj, dy = Y[k] - yj, dz = Z[k] - zj;
+      pj[P] = j;
+      pk[P] = k;
+      P += (dx * dx + dy * dy + dz * dz < cut2) & (R[k] < angular_cut);
+    }
+  }
+  const size_t NG = t.groups.size(), NS = t.shapes.size();
+  auto in_block = [&](const Angular& f) { return t.groups[f.group].narrow == narrow; };
+  const int E = t.n_elements;
+
+  for (int c0 = 0; c0 < P; c0 += kChunk) {
+    const int n = std::min(kChunk, P - c0);
+    const int* RESTRICT cj = pj + c0;
+    const int* RESTRICT ck = pk + c0;
+    T* RESTRICT cs = ps.slot(ps.kCos);
+    T* RESTRICT rjk = ps.slot(ps.kRjk);
+    T* RESTRICT wx = ps.slot(ps.kWx);
+    T* RESTRICT wy = ps.slot(ps.kWy);
+    T* RESTRICT wz = ps.slot(ps.kWz);
+    T* RESTRICT uxj = ps.slot(ps.kUxj);
+    T* RESTRICT uyj = ps.slot(ps.kUyj);
+    T* RESTRICT uzj = ps.slot(ps.kUzj);
+    T* RESTRICT uxk = ps.slot(ps.kUxk);
+    T* RESTRICT uyk = ps.slot(ps.kUyk);
+    T* RESTRICT uzk = ps.slot(ps.kUzk);
+    T* RESTRICT irj = ps.slot(ps.kIrj);
+    T* RESTRICT irk = ps.slot(ps.kIrk);
+    int32_t* RESTRICT chan = ps.channel.data();
+    SIMD for (int i = 0; i < n; ++i) {
+      const int j = cj[i], k = ck[i];
+      T dx = X[k] - X[j], dy = Y[k] - Y[j], dz = Z[k] - Z[j];
+      wx[i] = dx; wy[i] = dy; wz[i] = dz;
+      rjk[i] = std::sqrt(std::max(dx * dx + dy * dy + dz * dz, T(1e-30)));
+      uxj[i] = UX[j]; uyj[i] = UY[j]; uzj[i] = UZ[j];
+      uxk[i] = UX[k]; uyk[i] = UY[k]; uzk[i] = UZ[k];
+      cs[i] = uxj[i] * uxk[i] + uyj[i] * uyk[i] + uzj[i] * uzk[i];
+      irj[i] = IR[j]; irk[i] = IR[k];
+      const int32_t ej = SP[j], ek = SP[k];
+      chan[i] = (ej < ek ? ej : ek) * E + (ej < ek ? ek : ej);
+    }
+    for (size_t g = 0; g < NG; ++g) {
+      if (t.groups[g].narrow != narrow) continue;
+      const T* RESTRICT a = &s.a[g * M];
+      T* RESTRICT aj = ps.group(kAj, g);
+      T* RESTRICT ak = ps.group(kAk, g);
+      SIMD for (int i = 0; i < n; ++i) { aj[i] = a[cj[i]]; ak[i] = a[ck[i]]; }
+      if (mode != kValues) {
+        const T* RESTRICT da = &s.da[g * M];
+        T* RESTRICT daj = ps.group(kDaj, g);
+        T* RESTRICT dak = ps.group(kDak, g);
+        SIMD for (int i = 0; i < n; ++i) { daj[i] = da[cj[i]]; dak[i] = da[ck[i]]; }
+      }
+    }
+    if (narrow) {
+      for (size_t c = 0; c < t.cutoffs.size(); ++c)
+        if (t.narrow_cutoff[c]) cutoff<T>(cutoff_type, alpha, t.cutoffs[c], rjk, ps.cut(0, c), ps.cut(1, c), n);
+      for (size_t g = 0; g < NG; ++g) {
+        const Group& G = t.groups[g];
+        if (!G.narrow) continue;
+        T* RESTRICT tj = ps.group(kTjk, g);
+        T* RESTRICT dtj = ps.group(kDtjk, g);
+        const T eta = T(G.eta), shift = T(G.shift);
+        const T* RESTRICT fc = ps.cut(0, G.cut);
+        const T* RESTRICT dfc = ps.cut(1, G.cut);
+        SIMD for (int i = 0; i < n; ++i) {  // the r_jk factor: Gaussian times cutoff
+          T d = rjk[i] - shift;
+          T e = vexp(-eta * d * d);
+          tj[i] = e * fc[i];
+          if (mode != kValues) dtj[i] = e * (dfc[i] - T(2) * eta * d * fc[i]);
+        }
+      }
+    }
+    for (size_t l = 0; l < NS; ++l)
+      if (narrow ? t.narrow_shape[l] : t.wide_shape[l])
+        shape_powers<T>(t.shapes[l], cs, ps.shape(0, l), ps.shape(1, l), n);
+
+    if (mode == kValues) {
+      for (size_t g = 0; g < NG; ++g) {  // x_g = a_j a_k (T_jk): the pair's radial part
+        if (t.groups[g].narrow != narrow) continue;
+        const T* RESTRICT aj = ps.group(kAj, g);
+        const T* RESTRICT ak = ps.group(kAk, g);
+        const T* RESTRICT tj = ps.group(kTjk, g);
+        T* RESTRICT x = ps.group(kX, g);
+        if (narrow) {
+          SIMD for (int i = 0; i < n; ++i) x[i] = aj[i] * ak[i] * tj[i];
+        } else {
+          SIMD for (int i = 0; i < n; ++i) x[i] = aj[i] * ak[i];
+        }
+      }
+      for (const Angular& f : t.angular) {
+        if (!in_block(f)) continue;
+        const T* RESTRICT x = ps.group(kX, f.group);
+        const T* RESTRICT p = ps.shape(0, f.shape);
+        T sum = T(0);
+        if (t.one_element) {
+          SIMD_SUM(sum) for (int i = 0; i < n; ++i) sum += x[i] * p[i];
+        } else {
+          const int32_t want = f.lo * E + f.hi;
+          SIMD_SUM(sum) for (int i = 0; i < n; ++i) sum += chan[i] == want ? x[i] * p[i] : T(0);
+        }
+        out[f.column] += T(f.coefficient) * sum;
+      }
+      continue;
+    }
+
+    if (mode == kVjp) {
+      // q_g = sum over the group's functions of coefficient * cotangent * P_l, dq_g with dP_l
+      for (size_t g = 0; g < NG; ++g) {
+        if (t.groups[g].narrow != narrow) continue;
+        std::fill(ps.group(kQ, g), ps.group(kQ, g) + n, T(0));
+        std::fill(ps.group(kDq, g), ps.group(kDq, g) + n, T(0));
+      }
+      for (const Angular& f : t.angular) {
+        if (!in_block(f)) continue;
+        const T w = T(f.coefficient) * cot[f.column];
+        const T* RESTRICT p = ps.shape(0, f.shape);
+        const T* RESTRICT dp = ps.shape(1, f.shape);
+        T* RESTRICT q = ps.group(kQ, f.group);
+        T* RESTRICT dq = ps.group(kDq, f.group);
+        if (t.one_element) {
+          SIMD for (int i = 0; i < n; ++i) { q[i] += w * p[i]; dq[i] += w * dp[i]; }
+        } else {
+          const int32_t want = f.lo * E + f.hi;
+          SIMD for (int i = 0; i < n; ++i) {
+            T m = chan[i] == want ? w : T(0);
+            q[i] += m * p[i];
+            dq[i] += m * dp[i];
+          }
+        }
+      }
+      T* RESTRICT arj = ps.slot(ps.kArj);
+      T* RESTRICT ark = ps.slot(ps.kArk);
+      T* RESTRICT arjk = ps.slot(ps.kArjk);
+      T* RESTRICT ac = ps.slot(ps.kAc);
+      std::fill(arj, arj + n, T(0)); std::fill(ark, ark + n, T(0));
+      std::fill(arjk, arjk + n, T(0)); std::fill(ac, ac + n, T(0));
+      for (size_t g = 0; g < NG; ++g) {
+        if (t.groups[g].narrow != narrow) continue;
+        const T* RESTRICT aj = ps.group(kAj, g);
+        const T* RESTRICT ak = ps.group(kAk, g);
+        const T* RESTRICT daj = ps.group(kDaj, g);
+        const T* RESTRICT dak = ps.group(kDak, g);
+        const T* RESTRICT q = ps.group(kQ, g);
+        const T* RESTRICT dq = ps.group(kDq, g);
+        if (narrow) {
+          const T* RESTRICT tj = ps.group(kTjk, g);
+          const T* RESTRICT dtj = ps.group(kDtjk, g);
+          SIMD for (int i = 0; i < n; ++i) {
+            T tq = tj[i] * q[i];
+            arj[i] += daj[i] * ak[i] * tq;
+            ark[i] += aj[i] * dak[i] * tq;
+            arjk[i] += aj[i] * ak[i] * dtj[i] * q[i];
+            ac[i] += aj[i] * ak[i] * tj[i] * dq[i];
+          }
+        } else {
+          SIMD for (int i = 0; i < n; ++i) {
+            arj[i] += daj[i] * ak[i] * q[i];
+            ark[i] += aj[i] * dak[i] * q[i];
+            ac[i] += aj[i] * ak[i] * dq[i];
+          }
+        }
+      }
+      // d cos/d r_j = (u_k - cos u_j) / r_j, d cos/d r_k = (u_j - cos u_k) / r_k,
+      // d r_jk/d r_k = w / r_jk = -d r_jk/d r_j
+      T* RESTRICT gjx = ps.slot(ps.kGjx);
+      T* RESTRICT gjy = ps.slot(ps.kGjy);
+      T* RESTRICT gjz = ps.slot(ps.kGjz);
+      T* RESTRICT gkx = ps.slot(ps.kGkx);
+      T* RESTRICT gky = ps.slot(ps.kGky);
+      T* RESTRICT gkz = ps.slot(ps.kGkz);
+      SIMD for (int i = 0; i < n; ++i) {
+        T c = cs[i];
+        T along = narrow ? arjk[i] / rjk[i] : T(0);
+        T cj2 = ac[i] * irj[i], ck2 = ac[i] * irk[i];
+        gjx[i] = arj[i] * uxj[i] + cj2 * (uxk[i] - c * uxj[i]) - along * wx[i];
+        gjy[i] = arj[i] * uyj[i] + cj2 * (uyk[i] - c * uyj[i]) - along * wy[i];
+        gjz[i] = arj[i] * uzj[i] + cj2 * (uzk[i] - c * uzj[i]) - along * wz[i];
+        gkx[i] = ark[i] * uxk[i] + ck2 * (uxj[i] - c * uxk[i]) + along * wx[i];
+        gky[i] = ark[i] * uyk[i] + ck2 * (uyj[i] - c * uyk[i]) + along * wy[i];
+        gkz[i] = ark[i] * uzk[i] + ck2 * (uzj[i] - c * uzk[i]) + along * wz[i];
+      }
+      for (int i = 0; i < n; ++i) {  // pairs share atoms, so this accumulation is not vectorised
+        const int j = cj[i], k = ck[i];
+        GX[j] += gjx[i]; GY[j] += gjy[i]; GZ[j] += gjz[i];
+        GX[k] += gkx[i]; GY[k] += gky[i]; GZ[k] += gkz[i];
+      }
+      continue;
+    }
+
+    // JVP: tangents of cos and r_jk along the input tangent
+    T* RESTRICT tjx = ps.slot(ps.kTjx);
+    T* RESTRICT tjy = ps.slot(ps.kTjy);
+    T* RESTRICT tjz = ps.slot(ps.kTjz);
+    T* RESTRICT tkx = ps.slot(ps.kTkx);
+    T* RESTRICT tky = ps.slot(ps.kTky);
+    T* RESTRICT tkz = ps.slot(ps.kTkz);
+    T* RESTRICT trj = ps.slot(ps.kTrj);
+    T* RESTRICT trk = ps.slot(ps.kTrk);
+    T* RESTRICT tc = ps.slot(ps.kTc);
+    T* RESTRICT trjk = ps.slot(ps.kTrjk);
+    SIMD for (int i = 0; i < n; ++i) {
+      const int j = cj[i], k = ck[i];
+      tjx[i] = GX[j]; tjy[i] = GY[j]; tjz[i] = GZ[j]; tkx[i] = GX[k]; tky[i] = GY[k]; tkz[i] = GZ[k];
+      trj[i] = TR[j]; trk[i] = TR[k];
+    }
+    SIMD for (int i = 0; i < n; ++i) {
+      T c = cs[i];
+      tc[i] = ((uxk[i] - c * uxj[i]) * tjx[i] + (uyk[i] - c * uyj[i]) * tjy[i] + (uzk[i] - c * uzj[i]) * tjz[i]) *
+                  irj[i] +
+              ((uxj[i] - c * uxk[i]) * tkx[i] + (uyj[i] - c * uyk[i]) * tky[i] + (uzj[i] - c * uzk[i]) * tkz[i]) *
+                  irk[i];
+      trjk[i] = narrow ? (wx[i] * (tkx[i] - tjx[i]) + wy[i] * (tky[i] - tjy[i]) + wz[i] * (tkz[i] - tjz[i])) / rjk[i]
+                       : T(0);
+    }
+    // per group: value tangent b1 (through r_j, r_k, r_jk) and angular weight b2 (through cos)
+    for (size_t g = 0; g < NG; ++g) {
+      if (t.groups[g].narrow != narrow) continue;
+      const T* RESTRICT aj = ps.group(kAj, g);
+      const T* RESTRICT ak = ps.group(kAk, g);
+      const T* RESTRICT daj = ps.group(kDaj, g);
+      const T* RESTRICT dak = ps.group(kDak, g);
+      T* RESTRICT b1 = ps.group(kQ, g);
+      T* RESTRICT b2 = ps.group(kDq, g);
+      if (narrow) {
+        const T* RESTRICT tj = ps.group(kTjk, g);
+        const T* RESTRICT dtj = ps.group(kDtjk, g);
+        SIMD for (int i = 0; i < n; ++i) {
+          b1[i] = (daj[i] * trj[i] * ak[i] + aj[i] * dak[i] * trk[i]) * tj[i] + aj[i] * ak[i] * dtj[i] * trjk[i];
+          b2[i] = aj[i] * ak[i] * tj[i] * tc[i];
+        }
+      } else {
+        SIMD for (int i = 0; i < n; ++i) {
+          b1[i] = daj[i] * trj[i] * ak[i] + aj[i] * dak[i] * trk[i];
+          b2[i] = aj[i] * ak[i] * tc[i];
+        }
+      }
+    }
+    for (const Angular& f : t.angular) {
+      if (!in_block(f)) continue;
+      const T* RESTRICT p = ps.shape(0, f.shape);
+      const T* RESTRICT dp = ps.shape(1, f.shape);
+      const T* RESTRICT b1 = ps.group(kQ, f.group);
+      const T* RESTRICT b2 = ps.group(kDq, f.group);
+      T sum = T(0);
+      if (t.one_element) {
+        SIMD_SUM(sum) for (int i = 0; i < n; ++i) sum += b1[i] * p[i] + b2[i] * dp[i];
+      } else {
+        const int32_t want = f.lo * E + f.hi;
+        SIMD_SUM(sum) for (int i = 0; i < n; ++i) sum += chan[i] == want ? b1[i] * p[i] + b2[i] * dp[i] : T(0);
+      }
+      out[f.column] += T(f.coefficient) * sum;
+    }
   }
 }
 
@@ -706,118 +952,30 @@ void atom(const Table& t, int cutoff_type, double alpha, int n_slots, const T* r
       }
     }
     const T angular_cut = T(t.max_angular_cut);
-    const T narrow_cut = T(t.max_narrow_cut);
     T* RESTRICT cs = s.cos.data();  // per pair (j, k0 + k), k = 0 .. n-1
-    T* RESTRICT rjk = s.rjk.data();
-    T* RESTRICT wx = s.wx.data();
-    T* RESTRICT wy = s.wy.data();
-    T* RESTRICT wz = s.wz.data();
 
-    for (int j = 0; j < K - 1; ++j) {
+    for (int j = 0; t.has_wide && j < K - 1; ++j) {  // type 9: the pairs of one j at a time
       if (!(R[j] < angular_cut)) continue;
       const int k0 = j + 1, n = K - k0;
-      const T xj = X[j], yj = Y[j], zj = Z[j];
       const T uxj = UX[j], uyj = UY[j], uzj = UZ[j];
-      const T* RESTRICT xk = X + k0;
-      const T* RESTRICT yk = Y + k0;
-      const T* RESTRICT zk = Z + k0;
       const T* RESTRICT uxk = UX + k0;
       const T* RESTRICT uyk = UY + k0;
       const T* RESTRICT uzk = UZ + k0;
-      SIMD for (int k = 0; k < n; ++k) {
-        T dx = xk[k] - xj, dy = yk[k] - yj, dz = zk[k] - zj;
-        wx[k] = dx; wy[k] = dy; wz[k] = dz;
-        cs[k] = uxj * uxk[k] + uyj * uyk[k] + uzj * uzk[k];
-        rjk[k] = std::sqrt(std::max(dx * dx + dy * dy + dz * dz, T(1e-30)));
-      }
+      SIMD for (int k = 0; k < n; ++k) cs[k] = uxj * uxk[k] + uyj * uyk[k] + uzj * uzk[k];
       PairBlock<T> block{};
       block.j = j;
       block.n = n;
-      block.cs = cs; block.rjk = rjk; block.wx = wx; block.wy = wy; block.wz = wz;
+      block.cs = cs;
       block.uxk = uxk; block.uyk = uyk; block.uzk = uzk; block.irk = IR + k0; block.spk = SP + k0;
       block.txk = GX + k0; block.tyk = GY + k0; block.tzk = GZ + k0; block.trk = TR + k0;
       block.gxk = GX + k0; block.gyk = GY + k0; block.gzk = GZ + k0;
       block.a = s.a.data() + k0; block.da = s.da.data() + k0; block.stride = M;
-      if (t.has_wide) pair_block<T, mode>(t, block, false, cutoff_type, alpha, cot, out, s);
-      if (!t.has_narrow) continue;
-
-      // the type-3 functions only see pairs with r_jk < r_c (about half of them): gather those
-      int* RESTRICT index = s.index.data();
-      int nc = 0;
-      for (int k = 0; k < n; ++k) {
-        index[nc] = k;
-        nc += rjk[k] < narrow_cut;
-      }
-      if (nc == 0) continue;
-      PairBlock<T> compact{};
-      compact.j = j;
-      compact.n = nc;
-      compact.stride = M;
-      T* RESTRICT c_cs = s.c_cos.data();
-      T* RESTRICT c_rjk = s.c_rjk.data();
-      T* RESTRICT c_wx = s.c_wx.data();
-      T* RESTRICT c_wy = s.c_wy.data();
-      T* RESTRICT c_wz = s.c_wz.data();
-      T* RESTRICT c_ux = s.c_ux.data();
-      T* RESTRICT c_uy = s.c_uy.data();
-      T* RESTRICT c_uz = s.c_uz.data();
-      T* RESTRICT c_ir = s.c_ir.data();
-      int32_t* RESTRICT c_sp = s.c_species.data();
-      const T* RESTRICT irk = IR + k0;
-      const int32_t* RESTRICT spk = SP + k0;
-      SIMD for (int c = 0; c < nc; ++c) {
-        const int k = index[c];
-        c_cs[c] = cs[k]; c_rjk[c] = rjk[k]; c_wx[c] = wx[k]; c_wy[c] = wy[k]; c_wz[c] = wz[k];
-        c_ux[c] = uxk[k]; c_uy[c] = uyk[k]; c_uz[c] = uzk[k]; c_ir[c] = irk[k]; c_sp[c] = spk[k];
-      }
-      for (size_t g = 0; g < NG; ++g) {
-        if (!t.groups[g].narrow) continue;
-        const T* RESTRICT a = &s.a[g * M + k0];
-        T* RESTRICT ca = &s.c_a[g * M];
-        SIMD for (int c = 0; c < nc; ++c) ca[c] = a[index[c]];
-        if (mode != kValues) {
-          const T* RESTRICT da = &s.da[g * M + k0];
-          T* RESTRICT cda = &s.c_da[g * M];
-          SIMD for (int c = 0; c < nc; ++c) cda[c] = da[index[c]];
-        }
-      }
-      compact.cs = c_cs; compact.rjk = c_rjk; compact.wx = c_wx; compact.wy = c_wy; compact.wz = c_wz;
-      compact.uxk = c_ux; compact.uyk = c_uy; compact.uzk = c_uz; compact.irk = c_ir; compact.spk = c_sp;
-      compact.a = s.c_a.data(); compact.da = s.c_da.data();
-      if (mode == kJvp) {
-        const T* RESTRICT txk = GX + k0;
-        const T* RESTRICT tyk = GY + k0;
-        const T* RESTRICT tzk = GZ + k0;
-        const T* RESTRICT trk = TR + k0;
-        T* RESTRICT ctx = s.c_tx.data();
-        T* RESTRICT cty = s.c_ty.data();
-        T* RESTRICT ctz = s.c_tz.data();
-        T* RESTRICT ctr = s.c_tr.data();
-        SIMD for (int c = 0; c < nc; ++c) {
-          const int k = index[c];
-          ctx[c] = txk[k]; cty[c] = tyk[k]; ctz[c] = tzk[k]; ctr[c] = trk[k];
-        }
-        compact.txk = ctx; compact.tyk = cty; compact.tzk = ctz; compact.trk = ctr;
-      }
-      if (mode == kVjp) {
-        std::fill(s.c_gx.begin(), s.c_gx.begin() + nc, T(0));
-        std::fill(s.c_gy.begin(), s.c_gy.begin() + nc, T(0));
-        std::fill(s.c_gz.begin(), s.c_gz.begin() + nc, T(0));
-        compact.gxk = s.c_gx.data(); compact.gyk = s.c_gy.data(); compact.gzk = s.c_gz.data();
-      }
-      pair_block<T, mode>(t, compact, true, cutoff_type, alpha, cot, out, s);
-      if (mode == kVjp) {
-        T* RESTRICT gxk = GX + k0;
-        T* RESTRICT gyk = GY + k0;
-        T* RESTRICT gzk = GZ + k0;
-        for (int c = 0; c < nc; ++c) {  // distinct k: no conflicts
-          const int k = index[c];
-          gxk[k] += s.c_gx[c]; gyk[k] += s.c_gy[c]; gzk[k] += s.c_gz[c];
-        }
-      }
+      pair_block<T, mode>(t, block, cot, out, s);
     }
+    thread_local PairScratch<T> pairs;  // type 3: a flat list of the pairs with r_jk < r_c
+    pairs.reserve(M, t);
+    if (t.has_narrow) angular_pairs<T, mode>(t, true, K, cutoff_type, alpha, cot, out, s, pairs);
   }
-
 scatter:
   if (mode == kVjp)
     for (int k = 0; k < K; ++k) {
