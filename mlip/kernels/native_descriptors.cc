@@ -1075,37 +1075,22 @@ ffi::Error values(ffi::ThreadPool pool, ffi::AnyBuffer rij, ffi::AnyBuffer speci
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MlipSfValues, values,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<ffi::Span<const double>>("table")
-                                  .Attr<int64_t>("cutoff_type")
-                                  .Attr<double>("alpha")
-                                  .Attr<int64_t>("n_elements"));
+namespace {
+// the arguments every handler takes: the thread pool, r_ij and the neighbour species
+auto inputs() { return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>(); }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MlipSfVjp, dispatch<kVjp>,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<ffi::Span<const double>>("table")
-                                  .Attr<int64_t>("cutoff_type")
-                                  .Attr<double>("alpha")
-                                  .Attr<int64_t>("n_elements"));
+// ... then the result and the function-table attributes
+template <typename Binding>
+auto with_table(Binding binding) {
+  return std::move(binding)
+      .template Ret<ffi::AnyBuffer>()
+      .template Attr<ffi::Span<const double>>("table")
+      .template Attr<int64_t>("cutoff_type")
+      .template Attr<double>("alpha")
+      .template Attr<int64_t>("n_elements");
+}
+}  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MlipSfJvp, dispatch<kJvp>,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<ffi::Span<const double>>("table")
-                                  .Attr<int64_t>("cutoff_type")
-                                  .Attr<double>("alpha")
-                                  .Attr<int64_t>("n_elements"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MlipSfValues, values, with_table(inputs()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MlipSfVjp, dispatch<kVjp>, with_table(inputs().Arg<ffi::AnyBuffer>()));  // + cotangent
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MlipSfJvp, dispatch<kJvp>, with_table(inputs().Arg<ffi::AnyBuffer>()));  // + tangent
