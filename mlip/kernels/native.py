@@ -31,7 +31,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -139,6 +138,7 @@ def function_table(sf_set) -> tuple[float, ...]:
         else:
             rows.append((kind, index[neighbors[0]], index[neighbors[1]], eta, r_shift, r_cut, lam, zeta,
                          2.0 ** (1.0 - zeta)))
+    assert all(len(row) == TABLE_WIDTH for row in rows)
     return tuple(float(x) for row in rows for x in row)
 
 

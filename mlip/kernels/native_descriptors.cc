@@ -362,7 +362,7 @@ void shape_powers(const Shape& S, const T* RESTRICT cs, T* RESTRICT p, T* RESTRI
 }
 
 // The pairs (j, k) of one j, all k > j (type-9 functions; type 3 uses the flat
-// list of angular_pairs, which measured 1.5x faster for type 3 and 1.3x slower
+// list of narrow_pairs, which measured 1.5x faster for type 3 and 1.3x slower
 // for type 9, whose pairs need no r_jk terms to amortise the gathers).
 // k-side arrays have n entries; a and da are [group][k] with the given stride.
 template <typename T>
@@ -525,9 +525,8 @@ void pair_block(const Table& t, const PairBlock<T>& b, const T* cot, T* out, Scr
   }
 }
 
-// Angular terms of one atom over a flat list of its neighbour pairs (j < k):
-// all pairs for the type-9 functions, the pairs with r_jk below the largest
-// type-3 cutoff for the type-3 ones (about half).  The list is processed in
+// Type-3 terms of one atom over a flat list of its neighbour pairs (j < k)
+// with r_jk below the largest type-3 cutoff (about half).  The list is processed in
 // chunks of kChunk pairs whose per-pair quantities are gathered into
 // contiguous arrays, so every loop runs over up to kChunk pairs (long,
 // vectorised loops) instead of over the few k of one j.
@@ -564,7 +563,7 @@ struct PairScratch {
 enum GroupArray { kAj, kAk, kDaj, kDak, kTjk, kDtjk, kQ, kDq, kX };
 
 template <typename T, Mode mode>
-void angular_pairs(const Table& t, bool narrow, int K, int cutoff_type, double alpha, const T* cot, T* out,
+void narrow_pairs(const Table& t, int K, int cutoff_type, double alpha, const T* cot, T* out,
                    Scratch<T>& s, PairScratch<T>& ps) {
   const int M = s.capacity;
   const T* RESTRICT X = s.x.data();
@@ -583,7 +582,7 @@ void angular_pairs(const Table& t, bool narrow, int K, int cutoff_type, double a
 
   // the pair list, compacted without branches
   const T angular_cut = T(t.max_angular_cut);
-  const T cut2 = narrow ? T(t.max_narrow_cut * t.max_narrow_cut) : T(4 * t.max_angular_cut * t.max_angular_cut);
+  const T cut2 = T(t.max_narrow_cut * t.max_narrow_cut);
   int* RESTRICT pj = ps.pj.data();
   int* RESTRICT pk = ps.pk.data();
   int P = 0;
@@ -598,7 +597,7 @@ void angular_pairs(const Table& t, bool narrow, int K, int cutoff_type, double a
     }
   }
   const size_t NG = t.groups.size(), NS = t.shapes.size();
-  auto in_block = [&](const Angular& f) { return t.groups[f.group].narrow == narrow; };
+  auto in_block = [&](const Angular& f) { return t.groups[f.group].narrow; };
   const int E = t.n_elements;
 
   for (int c0 = 0; c0 < P; c0 += kChunk) {
@@ -632,7 +631,7 @@ void angular_pairs(const Table& t, bool narrow, int K, int cutoff_type, double a
       chan[i] = (ej < ek ? ej : ek) * E + (ej < ek ? ek : ej);
     }
     for (size_t g = 0; g < NG; ++g) {
-      if (t.groups[g].narrow != narrow) continue;
+      if (!t.groups[g].narrow) continue;
       const T* RESTRICT a = &s.a[g * M];
       T* RESTRICT aj = ps.group(kAj, g);
       T* RESTRICT ak = ps.group(kAk, g);
@@ -644,41 +643,34 @@ void angular_pairs(const Table& t, bool narrow, int K, int cutoff_type, double a
         SIMD for (int i = 0; i < n; ++i) { daj[i] = da[cj[i]]; dak[i] = da[ck[i]]; }
       }
     }
-    if (narrow) {
-      for (size_t c = 0; c < t.cutoffs.size(); ++c)
-        if (t.narrow_cutoff[c]) cutoff<T>(cutoff_type, alpha, t.cutoffs[c], rjk, ps.cut(0, c), ps.cut(1, c), n);
-      for (size_t g = 0; g < NG; ++g) {
-        const Group& G = t.groups[g];
-        if (!G.narrow) continue;
-        T* RESTRICT tj = ps.group(kTjk, g);
-        T* RESTRICT dtj = ps.group(kDtjk, g);
-        const T eta = T(G.eta), shift = T(G.shift);
-        const T* RESTRICT fc = ps.cut(0, G.cut);
-        const T* RESTRICT dfc = ps.cut(1, G.cut);
-        SIMD for (int i = 0; i < n; ++i) {  // the r_jk factor: Gaussian times cutoff
-          T d = rjk[i] - shift;
-          T e = vexp(-eta * d * d);
-          tj[i] = e * fc[i];
-          if (mode != kValues) dtj[i] = e * (dfc[i] - T(2) * eta * d * fc[i]);
-        }
+    for (size_t c = 0; c < t.cutoffs.size(); ++c)
+      if (t.narrow_cutoff[c]) cutoff<T>(cutoff_type, alpha, t.cutoffs[c], rjk, ps.cut(0, c), ps.cut(1, c), n);
+    for (size_t g = 0; g < NG; ++g) {
+      const Group& G = t.groups[g];
+      if (!G.narrow) continue;
+      T* RESTRICT tj = ps.group(kTjk, g);
+      T* RESTRICT dtj = ps.group(kDtjk, g);
+      const T eta = T(G.eta), shift = T(G.shift);
+      const T* RESTRICT fc = ps.cut(0, G.cut);
+      const T* RESTRICT dfc = ps.cut(1, G.cut);
+      SIMD for (int i = 0; i < n; ++i) {  // the r_jk factor: Gaussian times cutoff
+        T d = rjk[i] - shift;
+        T e = vexp(-eta * d * d);
+        tj[i] = e * fc[i];
+        if (mode != kValues) dtj[i] = e * (dfc[i] - T(2) * eta * d * fc[i]);
       }
     }
     for (size_t l = 0; l < NS; ++l)
-      if (narrow ? t.narrow_shape[l] : t.wide_shape[l])
-        shape_powers<T>(t.shapes[l], cs, ps.shape(0, l), ps.shape(1, l), n);
+      if (t.narrow_shape[l]) shape_powers<T>(t.shapes[l], cs, ps.shape(0, l), ps.shape(1, l), n);
 
     if (mode == kValues) {
-      for (size_t g = 0; g < NG; ++g) {  // x_g = a_j a_k (T_jk): the pair's radial part
-        if (t.groups[g].narrow != narrow) continue;
+      for (size_t g = 0; g < NG; ++g) {  // x_g = a_j a_k T_jk: the pair's radial part
+        if (!t.groups[g].narrow) continue;
         const T* RESTRICT aj = ps.group(kAj, g);
         const T* RESTRICT ak = ps.group(kAk, g);
         const T* RESTRICT tj = ps.group(kTjk, g);
         T* RESTRICT x = ps.group(kX, g);
-        if (narrow) {
-          SIMD for (int i = 0; i < n; ++i) x[i] = aj[i] * ak[i] * tj[i];
-        } else {
-          SIMD for (int i = 0; i < n; ++i) x[i] = aj[i] * ak[i];
-        }
+        SIMD for (int i = 0; i < n; ++i) x[i] = aj[i] * ak[i] * tj[i];
       }
       for (const Angular& f : t.angular) {
         if (!in_block(f)) continue;
@@ -699,7 +691,7 @@ void angular_pairs(const Table& t, bool narrow, int K, int cutoff_type, double a
     if (mode == kVjp) {
       // q_g = sum over the group's functions of coefficient * cotangent * P_l, dq_g with dP_l
       for (size_t g = 0; g < NG; ++g) {
-        if (t.groups[g].narrow != narrow) continue;
+        if (!t.groups[g].narrow) continue;
         std::fill(ps.group(kQ, g), ps.group(kQ, g) + n, T(0));
         std::fill(ps.group(kDq, g), ps.group(kDq, g) + n, T(0));
       }
@@ -728,29 +720,21 @@ void angular_pairs(const Table& t, bool narrow, int K, int cutoff_type, double a
       std::fill(arj, arj + n, T(0)); std::fill(ark, ark + n, T(0));
       std::fill(arjk, arjk + n, T(0)); std::fill(ac, ac + n, T(0));
       for (size_t g = 0; g < NG; ++g) {
-        if (t.groups[g].narrow != narrow) continue;
+        if (!t.groups[g].narrow) continue;
         const T* RESTRICT aj = ps.group(kAj, g);
         const T* RESTRICT ak = ps.group(kAk, g);
         const T* RESTRICT daj = ps.group(kDaj, g);
         const T* RESTRICT dak = ps.group(kDak, g);
         const T* RESTRICT q = ps.group(kQ, g);
         const T* RESTRICT dq = ps.group(kDq, g);
-        if (narrow) {
-          const T* RESTRICT tj = ps.group(kTjk, g);
-          const T* RESTRICT dtj = ps.group(kDtjk, g);
-          SIMD for (int i = 0; i < n; ++i) {
-            T tq = tj[i] * q[i];
-            arj[i] += daj[i] * ak[i] * tq;
-            ark[i] += aj[i] * dak[i] * tq;
-            arjk[i] += aj[i] * ak[i] * dtj[i] * q[i];
-            ac[i] += aj[i] * ak[i] * tj[i] * dq[i];
-          }
-        } else {
-          SIMD for (int i = 0; i < n; ++i) {
-            arj[i] += daj[i] * ak[i] * q[i];
-            ark[i] += aj[i] * dak[i] * q[i];
-            ac[i] += aj[i] * ak[i] * dq[i];
-          }
+        const T* RESTRICT tj = ps.group(kTjk, g);
+        const T* RESTRICT dtj = ps.group(kDtjk, g);
+        SIMD for (int i = 0; i < n; ++i) {
+          T tq = tj[i] * q[i];
+          arj[i] += daj[i] * ak[i] * tq;
+          ark[i] += aj[i] * dak[i] * tq;
+          arjk[i] += aj[i] * ak[i] * dtj[i] * q[i];
+          ac[i] += aj[i] * ak[i] * tj[i] * dq[i];
         }
       }
       // d cos/d r_j = (u_k - cos u_j) / r_j, d cos/d r_k = (u_j - cos u_k) / r_k,
@@ -763,7 +747,7 @@ void angular_pairs(const Table& t, bool narrow, int K, int cutoff_type, double a
       T* RESTRICT gkz = ps.slot(ps.kGkz);
       SIMD for (int i = 0; i < n; ++i) {
         T c = cs[i];
-        T along = narrow ? arjk[i] / rjk[i] : T(0);
+        T along = arjk[i] / rjk[i];
         T cj2 = ac[i] * irj[i], ck2 = ac[i] * irk[i];
         gjx[i] = arj[i] * uxj[i] + cj2 * (uxk[i] - c * uxj[i]) - along * wx[i];
         gjy[i] = arj[i] * uyj[i] + cj2 * (uyk[i] - c * uyj[i]) - along * wy[i];
@@ -802,30 +786,22 @@ void angular_pairs(const Table& t, bool narrow, int K, int cutoff_type, double a
                   irj[i] +
               ((uxj[i] - c * uxk[i]) * tkx[i] + (uyj[i] - c * uyk[i]) * tky[i] + (uzj[i] - c * uzk[i]) * tkz[i]) *
                   irk[i];
-      trjk[i] = narrow ? (wx[i] * (tkx[i] - tjx[i]) + wy[i] * (tky[i] - tjy[i]) + wz[i] * (tkz[i] - tjz[i])) / rjk[i]
-                       : T(0);
+      trjk[i] = (wx[i] * (tkx[i] - tjx[i]) + wy[i] * (tky[i] - tjy[i]) + wz[i] * (tkz[i] - tjz[i])) / rjk[i];
     }
     // per group: value tangent b1 (through r_j, r_k, r_jk) and angular weight b2 (through cos)
     for (size_t g = 0; g < NG; ++g) {
-      if (t.groups[g].narrow != narrow) continue;
+      if (!t.groups[g].narrow) continue;
       const T* RESTRICT aj = ps.group(kAj, g);
       const T* RESTRICT ak = ps.group(kAk, g);
       const T* RESTRICT daj = ps.group(kDaj, g);
       const T* RESTRICT dak = ps.group(kDak, g);
       T* RESTRICT b1 = ps.group(kQ, g);
       T* RESTRICT b2 = ps.group(kDq, g);
-      if (narrow) {
-        const T* RESTRICT tj = ps.group(kTjk, g);
-        const T* RESTRICT dtj = ps.group(kDtjk, g);
-        SIMD for (int i = 0; i < n; ++i) {
-          b1[i] = (daj[i] * trj[i] * ak[i] + aj[i] * dak[i] * trk[i]) * tj[i] + aj[i] * ak[i] * dtj[i] * trjk[i];
-          b2[i] = aj[i] * ak[i] * tj[i] * tc[i];
-        }
-      } else {
-        SIMD for (int i = 0; i < n; ++i) {
-          b1[i] = daj[i] * trj[i] * ak[i] + aj[i] * dak[i] * trk[i];
-          b2[i] = aj[i] * ak[i] * tc[i];
-        }
+      const T* RESTRICT tj = ps.group(kTjk, g);
+      const T* RESTRICT dtj = ps.group(kDtjk, g);
+      SIMD for (int i = 0; i < n; ++i) {
+        b1[i] = (daj[i] * trj[i] * ak[i] + aj[i] * dak[i] * trk[i]) * tj[i] + aj[i] * ak[i] * dtj[i] * trjk[i];
+        b2[i] = aj[i] * ak[i] * tj[i] * tc[i];
       }
     }
     for (const Angular& f : t.angular) {
@@ -974,7 +950,7 @@ void atom(const Table& t, int cutoff_type, double alpha, int n_slots, const T* r
     }
     thread_local PairScratch<T> pairs;  // type 3: a flat list of the pairs with r_jk < r_c
     pairs.reserve(M, t);
-    if (t.has_narrow) angular_pairs<T, mode>(t, true, K, cutoff_type, alpha, cot, out, s, pairs);
+    if (t.has_narrow) narrow_pairs<T, mode>(t, K, cutoff_type, alpha, cot, out, s, pairs);
   }
 scatter:
   if (mode == kVjp)
