@@ -1,10 +1,8 @@
 """One-file, versioned model storage.
 
-Layout of a ``.mlip`` file::
-
-    b"MLIP-MODEL\\n"                     magic line
-    {"format_version": 1, "sha256": ..., "payload_bytes": ...}\\n   JSON header line
-    <msgpack payload>                      config (JSON text) and parameters
+A ``.mlip`` file is a :mod:`mlip.files` container of kind :data:`MODEL_FILE`
+(magic line ``MLIP-MODEL``, JSON header with format version and checksum, msgpack
+payload ``{"config": <JSON text>, "params": <tree of arrays>}``), written atomically.
 
 The checksum makes truncated or corrupted files fail loudly; the configuration is
 rebuilt and every parameter array is checked against the shapes that
@@ -24,7 +22,6 @@ file of each released version lives in ``tests/data/`` and is loaded by the test
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -35,6 +32,8 @@ import jax.numpy as jnp
 import msgpack
 import numpy as np
 
+from mlip import files
+from mlip.files import ContainerError, ContainerKind
 from mlip.model import Model, ModelConfig, init_params
 from mlip.precision import float64_scope
 
@@ -46,7 +45,7 @@ FORMAT_VERSION = 1
 PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-class ModelFileError(ValueError):
+class ModelFileError(ContainerError):
     """A model file is missing, corrupt, of an unknown version or inconsistent."""
 
 
@@ -61,6 +60,9 @@ def _migrate_v1(content: dict) -> dict:
 #: old ones as tested migrations, and add a fixture file to ``tests/data/``.
 READERS: dict[int, Callable[[dict], dict]] = {1: _migrate_v1}
 assert max(READERS) == FORMAT_VERSION
+
+#: The model file as a :mod:`mlip.files` container.
+MODEL_FILE = ContainerKind("mlip model", MAGIC, FORMAT_VERSION, tuple(READERS), ModelFileError)
 
 
 def _name(path: tuple) -> str:
@@ -122,84 +124,8 @@ def check_param_values(params, error: type[Exception] = ModelFileError, where: s
             )
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file + rename: a crash never
-    leaves half a file)."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_container(path: str | os.PathLike, payload: bytes, magic: bytes = MAGIC) -> Path:
-    """Write ``payload`` under a magic line and a checksummed JSON header, atomically
-    (:func:`write_atomic`)."""
-    header = {
-        "format_version": FORMAT_VERSION,
-        "sha256": hashlib.sha256(payload).hexdigest(),
-        "payload_bytes": len(payload),
-    }
-    return write_atomic(path, magic + json.dumps(header).encode() + b"\n" + payload)
-
-
-def read_container(path: str | os.PathLike, magic: bytes = MAGIC, what: str = "mlip model") -> bytes:
-    """The payload of a file written by :func:`write_container`.
-
-    Raises:
-        ModelFileError: unreadable file, wrong magic bytes, newer or unsupported
-            format version, checksum or length mismatch.
-    """
-    return read_container_versioned(path, magic, what)[1]
-
-
-def read_container_versioned(
-    path: str | os.PathLike, magic: bytes = MAGIC, what: str = "mlip model"
-) -> tuple[int, bytes]:
-    """``(format_version, payload)`` of a file written by :func:`write_container`;
-    the version is one of :data:`READERS` (others raise, see :func:`read_container`)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise ModelFileError(f"cannot read {what} file {path}: {error}") from error
-    if not raw.startswith(magic):
-        raise ModelFileError(f"{path} is not an {what} file (bad magic bytes)")
-    header_end = raw.find(b"\n", len(magic))
-    try:
-        header = json.loads(raw[len(magic) : header_end])
-        version = header["format_version"]
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise TypeError(f"format_version {version!r} is not an integer")
-        checksum, size = header["sha256"], int(header["payload_bytes"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise ModelFileError(f"{path}: corrupt header ({error})") from error
-    if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} has format version {version}; this mlip reads up to {FORMAT_VERSION}, upgrade mlip"
-        )
-    if version not in READERS:
-        raise ModelFileError(
-            f"{path} has format version {version}, which no released mlip wrote and this mlip cannot read "
-            f"(supported versions: {sorted(READERS)})"
-        )
-    payload = raw[header_end + 1 :]
-    if len(payload) != size or hashlib.sha256(payload).hexdigest() != checksum:
-        raise ModelFileError(
-            f"{path} is corrupt: checksum or length mismatch ({len(payload)} of {size} payload bytes)"
-        )
-    return version, payload
-
-
-def model_payload(model: Model) -> bytes:
-    """msgpack bytes of a model's configuration (JSON text) and parameters.
+def model_content(model: Model) -> dict:
+    """A model's configuration (JSON text) and parameters, as the model file stores them.
 
     Raises:
         ValueError: a parameter is not a float32/float64 array or holds NaN or inf
@@ -207,13 +133,18 @@ def model_payload(model: Model) -> bytes:
     """
     params = jax.device_get(model.params)
     check_param_values(params, ValueError, "cannot save model")
-    return msgpack.packb({"config": model.config.to_json(), "params": _encode(params)}, use_bin_type=True)
+    return {"config": model.config.to_json(), "params": _encode(params)}
 
 
-def model_from_payload(
-    payload: bytes, path: str | os.PathLike = "<payload>", format_version: int = FORMAT_VERSION
+def model_payload(model: Model) -> bytes:
+    """msgpack bytes of :func:`model_content` (to embed a model in another file)."""
+    return msgpack.packb(model_content(model), use_bin_type=True)
+
+
+def model_from_content(
+    content: dict, path: str | os.PathLike = "<content>", format_version: int = FORMAT_VERSION
 ) -> Model:
-    """Inverse of :func:`model_payload`.  ``format_version`` is the version the payload
+    """Inverse of :func:`model_content`.  ``format_version`` is the version the content
     was written in; it is migrated to the current layout through :data:`READERS`.
     Parameters are checked against the configuration (names, shapes), and must be
     finite float32/float64 arrays."""
@@ -222,7 +153,7 @@ def model_from_payload(
             f"{path}: format version {format_version} is not supported (supported versions: {sorted(READERS)})"
         )
     try:
-        content = READERS[format_version](msgpack.unpackb(payload, raw=False))
+        content = READERS[format_version](content)
         config = ModelConfig.from_dict(json.loads(content["config"]))
         params = _decode(content["params"])
     except ModelFileError as error:  # from _decode or a migration: add the file name
@@ -234,6 +165,17 @@ def model_from_payload(
         return Model(config, jax.tree_util.tree_map(jnp.asarray, params))
 
 
+def model_from_payload(
+    payload: bytes, path: str | os.PathLike = "<payload>", format_version: int = FORMAT_VERSION
+) -> Model:
+    """Inverse of :func:`model_payload` (see :func:`model_from_content`)."""
+    try:
+        content = msgpack.unpackb(payload, raw=False)
+    except Exception as error:  # any decoding problem is a corrupt payload
+        raise ModelFileError(f"{path}: cannot decode model ({type(error).__name__}: {error})") from error
+    return model_from_content(content, path, format_version)
+
+
 def save_model(model: Model, path: str | os.PathLike) -> Path:
     """Write ``model`` to ``path`` atomically (a crash never leaves half a file).
 
@@ -241,7 +183,7 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
         ValueError: a parameter is not a float32/float64 array or is not finite;
             nothing (not even a temporary file) is written.
     """
-    return write_container(path, model_payload(model))
+    return files.write_container(path, MODEL_FILE, model_content(model))
 
 
 def load_model(path: str | os.PathLike) -> Model:
@@ -253,8 +195,8 @@ def load_model(path: str | os.PathLike) -> Model:
             match its configuration, or a parameter is not a finite float32/float64
             array (the message names it).
     """
-    version, payload = read_container_versioned(path)
-    return model_from_payload(payload, path, version)
+    found = files.read_container(path, MODEL_FILE)
+    return model_from_content(found.content, path, found.version)
 
 
 def _check_params(config: ModelConfig, params, path) -> None:
@@ -277,3 +219,22 @@ def _check_params(config: ModelConfig, params, path) -> None:
                 f"{path}: parameter {key} has shape {tuple(found[key])}, the configuration needs {tuple(shape)}"
             )
     check_param_values(params, ModelFileError, str(path))
+
+
+# ----------------------------------------------------------------------------- transitional
+# The old bytes-level container calls, kept only while mlip.training.trainer's
+# checkpoints still use them; they go once checkpoints call mlip.files directly.
+
+
+def _legacy_kind(magic: bytes, what: str) -> ContainerKind:
+    return MODEL_FILE if magic == MAGIC else ContainerKind(what, magic, error=ModelFileError)
+
+
+def write_container(path: str | os.PathLike, payload: bytes, magic: bytes = MAGIC) -> Path:
+    """Transitional: :func:`mlip.files.write_container` of the msgpack ``payload``."""
+    return files.write_container(path, _legacy_kind(magic, "mlip file"), msgpack.unpackb(payload, raw=False))
+
+
+def read_container(path: str | os.PathLike, magic: bytes = MAGIC, what: str = "mlip model") -> bytes:
+    """Transitional: the msgpack payload of :func:`mlip.files.read_container`."""
+    return msgpack.packb(files.read_container(path, _legacy_kind(magic, what)).content, use_bin_type=True)

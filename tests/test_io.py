@@ -9,21 +9,20 @@ import re
 from pathlib import Path
 
 import jax
-import msgpack
 import numpy as np
 import pytest
 from ase.build import bulk
 
 from mlip.calculator import MLIPCalculator
+from mlip.files import read_container, write_container
 from mlip.io import (
     FORMAT_VERSION,
     MAGIC,
+    MODEL_FILE,
     READERS,
     ModelFileError,
     load_model,
-    read_container,
     save_model,
-    write_container,
 )
 from mlip.model import Model
 
@@ -105,10 +104,10 @@ def _entry(params: dict, keys=KERNEL) -> dict:
 def _repack(path: Path, replace) -> None:
     """Rewrite the model file at ``path`` with its kernel entry ``replace(entry)``d, and a
     correct checksum (only the parameter check can then reject it)."""
-    content = msgpack.unpackb(read_container(path), raw=False)
+    content = read_container(path, MODEL_FILE).content
     parent = _entry(content["params"])
     parent[KERNEL[-1]] = replace(parent[KERNEL[-1]])
-    write_container(path, msgpack.packb(content, use_bin_type=True))
+    write_container(path, MODEL_FILE, content)
 
 
 def _array_entry(array: np.ndarray) -> dict:

@@ -56,7 +56,7 @@ def write_input_data(path: str | os.PathLike, images: Atoms | Iterable[Atoms], u
     that n2p2 rejects, hence this writer.  Periodic structures must be periodic
     in all three directions (n2p2 has no partial periodicity).
     """
-    from mlip.io import write_atomic
+    from mlip.files import write_bytes_atomic
 
     length, energy = parse_units(units)
     images = [images] if isinstance(images, Atoms) else list(images)
@@ -83,4 +83,4 @@ def write_input_data(path: str | os.PathLike, images: Atoms | Iterable[Atoms], u
         lines.append(f"charge {format_number(float(np.sum(charges)))}")
         lines.append("end")
         blocks.append("\n".join(lines) + "\n")
-    return write_atomic(path, "".join(blocks).encode())
+    return write_bytes_atomic(path, "".join(blocks).encode())

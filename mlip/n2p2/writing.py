@@ -81,7 +81,7 @@ def write_n2p2(model: Model, directory: str | os.PathLike,
             it lacks, no hidden layer, a zero feature scale, an unknown element)
             or ``feature_range`` has the wrong shape; nothing is written.
     """
-    from mlip.io import write_atomic
+    from mlip.files import write_bytes_atomic
 
     config, params = model.config, model.params
     elements = sorted_elements(config.elements, "n2p2 names weight files by atomic number")
@@ -152,4 +152,4 @@ def write_n2p2(model: Model, directory: str | os.PathLike,
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    return [write_atomic(directory / name, text.encode()) for name, text in files.items()]
+    return [write_bytes_atomic(directory / name, text.encode()) for name, text in files.items()]
