@@ -26,7 +26,7 @@ from ase import Atoms
 from mlip import Model
 from mlip.kernels.neighbor_list import host_pairs
 from mlip.model import make_model_functions
-from mlip.padding import pad_structure
+from mlip.batch import pad_structure
 
 jax.config.update("jax_enable_x64", True)  # this script is the host application: float64 throughout
 

@@ -27,7 +27,7 @@ from ase.build import bulk
 from mlip import Model
 from mlip.kernels.cell_list import CellList
 from mlip.kernels.neighbor_list import host_pairs
-from mlip.padding import pad_structure
+from mlip.batch import pad_structure
 
 jax.config.update("jax_enable_x64", True)  # this script is the host application: float64 throughout
 

@@ -21,7 +21,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from mlip.compilation_cache import enable_compilation_cache
 from mlip.kernels.neighbor_list import VerletNeighborList
 from mlip.model import Model, ModelConfig, cast_params, make_model_functions, virial_to_stress
-from mlip.padding import PaddedStructure, check_positions, pad_structure
+from mlip.batch import PaddedStructure, prepare_structure
 from mlip.precision import DTYPES, with_float64
 
 
@@ -85,8 +85,8 @@ class MLIPCalculator(Calculator):
         atoms = self.atoms
         pbc = np.asarray(atoms.pbc, dtype=bool)
         cell = np.asarray(atoms.cell.array, dtype=np.float64)
-        pairs = self.neighbors.pairs(check_positions(atoms.positions), cell, pbc)
-        padded: PaddedStructure = pad_structure(self.model, atoms, pairs, self._capacity)
+        padded: PaddedStructure = prepare_structure(self.model, atoms, neighbors=self.neighbors,
+                                                    capacity=self._capacity)
         self._capacity = padded.nl.capacity
         n_atoms = len(atoms)
         result = self._evaluate(self._params, *padded.as_jax(self.dtype, with_element_rows=True))

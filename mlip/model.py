@@ -197,7 +197,7 @@ class ModelFunctions:
             precomputed descriptors (training).
 
     ``element_rows`` (from :func:`element_rows`, or
-    :attr:`mlip.padding.PaddedStructure.element_rows`) is a tuple with, per element,
+    :attr:`mlip.batch.PaddedStructure.element_rows`) is a tuple with, per element,
     the rows of that element's atoms padded with ``N`` to a static length: each
     element's network then runs on its own atoms only.  With ``None`` every
     network runs on every row and the result is selected by ``species`` (E times

@@ -34,9 +34,10 @@ from mlip.analysis.interpret import (  # noqa: E402
     shapley_values,
     symmetry_function_groups,
 )
+from mlip.batch import compute_descriptors  # noqa: E402
 from mlip.kernels.symmetry_functions import default_symmetry_functions  # noqa: E402
 from mlip.model import Model  # noqa: E402
-from mlip.training import compute_descriptors, scaling_from_features  # noqa: E402
+from mlip.training import scaling_from_features  # noqa: E402
 
 
 def permutation_shapley(value, n):
@@ -122,7 +123,7 @@ def test_atom_energy_shapley_sums_to_the_model_energy(small_model, tmp_path):
 
     from mlip.kernels.neighbor_list import host_pairs
     from mlip.model import make_model_functions
-    from mlip.padding import pad_structure
+    from mlip.batch import pad_structure
     from mlip.precision import float64_scope
 
     small_model, background = small_model

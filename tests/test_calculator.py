@@ -10,7 +10,7 @@ from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
 from mlip.calculator import MLIPCalculator
-from mlip.padding import atom_bucket
+from mlip.batch import atom_bucket
 
 from conftest import evaluate, random_structure
 

@@ -12,7 +12,7 @@ import pytest
 from mlip.kernels.cell_list import CellList, build_cell_list
 from mlip.kernels.neighbor_list import host_pairs, pairs_from_dense
 from mlip.model import make_model_functions
-from mlip.padding import pad_structure
+from mlip.batch import pad_structure
 
 from conftest import ase_pairs, canonical, deformed, random_neighbor_case, random_structure, within_cutoff
 

@@ -10,7 +10,7 @@ import pytest
 from mlip import Model
 from mlip.kernels.neighbor_list import host_pairs
 from mlip.model import make_model_functions
-from mlip.padding import element_row_lengths, element_rows, pad_structure
+from mlip.batch import element_row_lengths, element_rows, pad_structure
 
 from conftest import random_structure
 

@@ -41,7 +41,7 @@ from mlip.n2p2 import (
     write_input_data,
     write_n2p2,
 )
-from mlip.padding import max_neighbors, pad_structure
+from mlip.batch import max_neighbors, pad_structure
 
 from conftest import random_structure
 from reference_symmetry_functions import reference_symmetry_functions

@@ -17,7 +17,7 @@ from mlip.kernels.symmetry_functions import (
     default_symmetry_functions,
 )
 from mlip.model import ModelConfig, make_model_functions
-from mlip.padding import pad_structure
+from mlip.batch import pad_structure
 from mlip.kernels.neighbor_list import host_pairs
 
 from conftest import R_CUT, random_structure, small_sf_set

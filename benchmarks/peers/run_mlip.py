@@ -1,7 +1,7 @@
 """mlip's side of bench_peers: energy, forces and virial of issue 11's model
 (8 type 2 + 16 angular symmetry functions, cosine cutoff 6 Å, 24-25-25-1 tanh),
 built as ``benchmarks/bench_energy_forces.py`` builds it: host neighbour list,
-:func:`mlip.padding.pad_structure`, then the jit-compiled
+:func:`mlip.batch.pad_structure`, then the jit-compiled
 ``make_model_functions(...).energy_forces_virial``."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import harness
 from mlip import Model
 from mlip.kernels.neighbor_list import host_pairs
 from mlip.model import make_model_functions
-from mlip.padding import pad_structure
+from mlip.batch import pad_structure
 
 jax.config.update("jax_enable_x64", True)  # the host application: float64 unless cast
 

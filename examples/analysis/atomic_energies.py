@@ -26,7 +26,7 @@ from mlip.analysis.interpret import (
     symmetry_function_groups,
 )
 from mlip.calculator import MLIPCalculator
-from mlip.training import compute_descriptors
+from mlip.batch import compute_descriptors
 from mlip.training.generate import label, stillinger_weber_si
 from mlip.training.linear import random_feature_model
 

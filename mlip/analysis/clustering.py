@@ -6,7 +6,7 @@ point; a non-core point within ``eps`` of a core point is a *border* point of
 that core point's cluster; every other point is *noise* (label -1).
 
 Atomic environments are mlip's own symmetry-function vectors (raw, from
-:func:`mlip.training.compute_descriptors`), standardised per function.  An
+:func:`mlip.batch.compute_descriptors`), standardised per function.  An
 environment whose distance to the nearest *core* environment of the training
 set exceeds ``eps`` lies outside every family DBSCAN found: an extrapolation
 warning for the potential.
@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mlip.analysis.plotting import new_figure, save_figure
 from mlip.model import Model
-from mlip.training import compute_descriptors
+from mlip.batch import compute_descriptors
 
 
 @dataclass(frozen=True)

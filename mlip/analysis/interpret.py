@@ -40,7 +40,7 @@ from mlip.analysis._extra import require
 from mlip.analysis.plotting import new_figure, save_figure
 from mlip.model import Model, make_model_functions
 from mlip.precision import float64_scope
-from mlip.training import compute_descriptors
+from mlip.batch import compute_descriptors
 
 MAX_PLAYERS = 16
 

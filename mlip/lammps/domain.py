@@ -26,7 +26,7 @@ several ghosts (several periodic images).  With the model cutoff ``r_c``:
   system's virial, equal to mlip's calculator ``stress * volume`` (tested).
 
 Speed: the centres, the neighbour pairs and the padded arrays come from mlip's own
-path (matscipy's O(N) list with a Verlet skin, :func:`mlip.padding.pad_structure`
+path (an O(N) list with a Verlet skin, :func:`mlip.batch.prepare_structure`
 with bucketed atom counts and neighbour capacities) and are rebuilt only when the
 skin is used up or the caller says the rows changed (LAMMPS re-neighboured); a step
 otherwise only gathers the positions into the padded buffer and calls the compiled
@@ -47,12 +47,13 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
 
+from mlip.batch import atom_bucket, check_distances, element_rows, prepare_structure
 from mlip.kernels.neighbor_list import VerletNeighborList
 from mlip.model import Model, ModelConfig, cast_params, make_model_functions
-from mlip.padding import atom_bucket, element_rows, pad_structure
 from mlip.precision import DTYPES, with_float64
 
 _OPEN = np.zeros(3, dtype=bool)
+_NO_CELL = np.zeros((3, 3))  # the rank's rows are in an open box: pair vectors need no cell
 
 
 class DomainResult(NamedTuple):
@@ -95,7 +96,7 @@ def make_domain_function(config: ModelConfig, chunk_size: int = 1024):
             (dropped) for the rest.
         n_local: number of local atoms (traced).
         element_rows: per element, the centre rows of that element
-            (:func:`mlip.padding.element_rows` of ``centre_species``), or None.
+            (:func:`mlip.batch.element_rows` of ``centre_species``), or None.
 
     Returns ``energy`` (eV, sum over local rows), ``energies`` (``[C]`` eV),
     ``forces`` (``[N, 3]`` eV/Å, complete on the local rows), ``virial``
@@ -154,7 +155,7 @@ class _Layout:
     species: np.ndarray  # [n_rows] as given (for change detection)
     order: np.ndarray  # padded row r holds input row order[r] (first len(order) rows)
     n_centres: int
-    pairs: tuple[np.ndarray, np.ndarray]  # (i, j) centre pairs in padded rows
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray]  # (i, j, S = 0) centre pairs in padded rows
     reference: np.ndarray  # input positions at the build, Å
     min_distance: float  # shortest listed pair at the build, Å
     buffer: np.ndarray  # [N, 3] padded positions (rows past len(order) stay zero)
@@ -295,13 +296,12 @@ class DomainEvaluator:
         new_row = np.empty(n_rows, dtype=np.int64)
         new_row[order] = np.arange(n_rows)
         keep = centre[i]
-        pairs = (new_row[i[keep]], new_row[j[keep]])
-        rows = shifted[order]
-        min_distance = self._check_pairs(rows, pairs, names[order])
-        atoms = Atoms(numbers=self._numbers[species[order]], positions=rows, pbc=False)
+        pairs = (new_row[i[keep]], new_row[j[keep]], np.zeros((int(keep.sum()), 3), dtype=np.int64))
+        atoms = Atoms(numbers=self._numbers[species[order]], positions=shifted[order], pbc=False)
         n_centre_rows = atom_bucket(n_centres)
-        padded = pad_structure(self.model, atoms, (*pairs, np.zeros((len(pairs[0]), 3), dtype=np.int64)),
-                               self._capacity, n_padded=atom_bucket(n_rows))
+        padded = prepare_structure(self.model, atoms, pairs=pairs, capacity=self._capacity,
+                                   n_padded=atom_bucket(n_rows), names=names[order])
+        min_distance = padded.min_distance
         self._capacity = padded.nl.capacity
         n_padded = len(padded.species)
         centre_species = padded.species[:n_centre_rows].copy()
@@ -320,20 +320,6 @@ class DomainEvaluator:
         return _Layout(n_rows, n_local, species.copy(), order, n_centres, pairs, positions.copy(), min_distance,
                        np.zeros_like(padded.positions), arrays)
 
-    def _check_pairs(self, rows: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], names: np.ndarray) -> float:
-        """Shortest listed distance (Å); ``ValueError`` naming the atoms if it is
-        below the model's ``r_min``."""
-        i, j = pairs
-        if len(i) == 0:
-            return np.inf
-        distances = np.linalg.norm(rows[j] - rows[i], axis=1)
-        closest = int(np.argmin(distances))
-        r_min = self.model.config.r_min
-        if distances[closest] < r_min:
-            raise ValueError(f"atoms {names[i[closest]]} and {names[j[closest]]} are {distances[closest]:.4f} Å "
-                             f"apart, closer than the model's trained range (r_min = {r_min} Å)")
-        return float(distances[closest])
-
     def _check_distances(self, layout: _Layout, positions: np.ndarray, names: np.ndarray) -> None:
         """Between builds: the shortest distance can only have shrunk by the two
         largest displacements; check the listed pairs exactly only when that bound
@@ -341,4 +327,4 @@ class DomainEvaluator:
         moved = np.linalg.norm(positions - layout.reference, axis=1)
         largest = np.partition(moved, len(moved) - 2)[-2:].sum() if len(moved) > 1 else 0.0
         if layout.min_distance - largest < self.model.config.r_min:
-            self._check_pairs(positions[layout.order], layout.pairs, names[layout.order])
+            check_distances(self.model, positions[layout.order], _NO_CELL, layout.pairs, names[layout.order])

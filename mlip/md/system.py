@@ -1,6 +1,6 @@
 """From ``ase.Atoms`` and a model to the arrays and the force field of a compiled MD run.
 
-The structure goes through the one padding path (:func:`mlip.padding.pad_structure`:
+The structure goes through the one batch path (:func:`mlip.batch.prepare_structure`:
 validation, element rows, bucketed atom count); the neighbours come from the jit
 cell list (:class:`mlip.kernels.cell_list.CellList`) so that they are rebuilt inside
 the compiled loop, with ``r_min`` and non-finite checks in its error bits.
@@ -14,10 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 from ase import Atoms
 
+from mlip.batch import prepare_structure
 from mlip.kernels.cell_list import CellList, CellListState
-from mlip.kernels.neighbor_list import host_pairs
 from mlip.model import Model, cast_params, make_model_functions
-from mlip.padding import pad_structure
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class MDSystem:
         mass: ``[N_pad]`` amu (1 on padding rows).
         atom_mask: ``[N_pad]`` bool.
         species: ``[N_pad]`` element index, -1 on padding rows.
-        element_rows: per-element rows (see :func:`mlip.padding.element_rows`).
+        element_rows: per-element rows (see :func:`mlip.batch.element_rows`).
         cell: ``[3, 3]`` Å.
         pbc: periodic directions.
         cell_list: builder of the jit neighbour list (cutoff + skin).
@@ -67,8 +66,7 @@ class MDSystem:
         cutoff = model.cutoff if cutoff is None else float(cutoff)
         if cutoff < model.cutoff:
             raise ValueError(f"the neighbour-list cutoff {cutoff} Å is below the model's {model.cutoff} Å")
-        pairs = host_pairs(atoms.positions, atoms.cell.array, np.array(pbc), model.cutoff)
-        padded = pad_structure(model, atoms, pairs)
+        padded = prepare_structure(model, atoms)
         n = len(atoms)
         mass = np.ones(padded.positions.shape[0])
         mass[:n] = atoms.get_masses()

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
-from mlip.kernels.neighbor_list import check_cell, host_pairs
+from mlip.batch import closest_pair
+from mlip.kernels.neighbor_list import check_cell
 
 
 class DataError(ValueError):
@@ -170,11 +171,10 @@ def validate_samples(samples: Sequence[Sample], elements: Sequence[str], r_min: 
         else:
             try:
                 check_cell(atoms.cell.array, atoms.pbc)
-                i, j, shifts = host_pairs(positions, atoms.cell.array, atoms.pbc, r_min)
-                if len(i):
-                    d = np.linalg.norm(positions[j] + shifts @ atoms.cell.array - positions[i], axis=1)
-                    k = int(np.argmin(d))
-                    issues.append(f"atoms {i[k]} and {j[k]} are {d[k]:.3f} Å apart, closer than r_min = {r_min} Å")
+                found = closest_pair(atoms, r_min)
+                if found is not None:
+                    a, b, distance = found
+                    issues.append(f"atoms {a} and {b} are {distance:.3f} Å apart, closer than r_min = {r_min} Å")
             except ValueError as error:
                 issues.append(str(error))
         if atoms.pbc.all():

@@ -25,9 +25,8 @@ from ase import Atoms
 from ase.build import bulk
 from ase.units import GPa
 
-from mlip.kernels.neighbor_list import host_pairs
+from mlip.batch import prepare_structure
 from mlip.model import Model, make_model_functions, neighbor_species, pair_vectors
-from mlip.padding import pad_structure
 from mlip.precision import with_float64
 from mlip.training.data import Sample
 
@@ -100,8 +99,7 @@ def make_eos_term(model: Model, atoms: Atoms, b0_gpa: float, pressure_weight: fl
                   bulk_modulus_weight: float) -> EOSTerm:
     """Expand the descriptors of ``atoms`` (at its current volume V0) along isotropic strain."""
     functions = make_model_functions(model.config)
-    pairs = host_pairs(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff * 1.1)
-    padded = pad_structure(model, atoms, pairs, n_padded=len(atoms))
+    padded = prepare_structure(model, atoms, cutoff=model.cutoff * 1.1, n_padded=len(atoms))
     positions, cell, species, nl = padded.as_jax(jnp.float64)
     v0 = abs(float(np.linalg.det(atoms.cell.array)))
     r_ij, mask = pair_vectors(positions, cell, nl)

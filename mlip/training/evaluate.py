@@ -16,9 +16,8 @@ import jax
 import numpy as np
 from ase.units import GPa
 
-from mlip.kernels.neighbor_list import host_pairs, round_up
+from mlip.batch import bucket_structures
 from mlip.model import Model, cast_params, make_model_functions, virial_to_stress
-from mlip.padding import atom_bucket, max_neighbors, pad_structure
 from mlip.precision import DTYPES, with_float64
 from mlip.training.data import Sample
 
@@ -55,16 +54,12 @@ def predict_samples(model: Model, samples: Sequence[Sample], dtype: str = "float
     jdtype = DTYPES[dtype]
     evaluate = jax.jit(make_model_functions(model.config).energy_forces_virial)
     params = cast_params(model.params, jdtype)
-    pairs = [host_pairs(s.atoms.positions, s.atoms.cell.array, s.atoms.pbc, model.cutoff) for s in samples]
-    capacity: dict[int, int] = {}
-    for p, s in zip(pairs, samples):  # one capacity per atom bucket: few shapes
-        bucket = atom_bucket(s.n_atoms)
-        capacity[bucket] = max(capacity.get(bucket, 0), round_up(max_neighbors(p, s.n_atoms), 8))
+    padded_of = {}  # one padded shape per atom bucket: few compilations
+    for bucket in bucket_structures(model, [s.atoms for s in samples]):
+        padded_of.update(zip(bucket.members, bucket.structures))
     e_ref, e_pred, f_ref, f_pred, s_ref, s_pred = [], [], [], [], [], []
-    for p, sample in zip(pairs, samples):
-        bucket = atom_bucket(sample.n_atoms)
-        padded = pad_structure(model, sample.atoms, p, capacity[bucket], bucket, exact_capacity=True)
-        result = evaluate(params, *padded.as_jax(jdtype))
+    for n, sample in enumerate(samples):
+        result = evaluate(params, *padded_of[n].as_jax(jdtype))
         n = sample.n_atoms
         e_ref.append(sample.energy / n)
         e_pred.append(float(result.energy) / n)

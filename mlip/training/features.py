@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlip.kernels.neighbor_list import host_pairs, round_up
+from mlip.batch import bucket_structures
+from mlip.kernels.neighbor_list import round_up
 from mlip.model import Model, make_model_functions, neighbor_species, pair_vectors
-from mlip.padding import atom_bucket, element_row_lengths, element_rows, max_neighbors, pad_structure
 from mlip.precision import with_float64
 from mlip.training.data import Sample
 
@@ -56,7 +56,7 @@ class StructureArrays:
     has_stress: jax.Array  # [S] bool
     group: jax.Array  # [S] config_type index
     sample: jax.Array  # [S] index of the sample in the data set
-    element_rows: tuple[jax.Array, ...] | None = None  # per element [S, L_e], see mlip.padding.element_rows
+    element_rows: tuple[jax.Array, ...] | None = None  # per element [S, L_e], see mlip.batch.element_rows
 
     def cast(self, dtype) -> "StructureArrays":
         """Floating-point arrays in ``dtype`` (integers and flags untouched)."""
@@ -146,18 +146,6 @@ def _descriptor_jacobian_function(model: Model):
     return jax.jit(compute)
 
 
-def _bucket_element_rows(species: np.ndarray, model: Model) -> tuple[np.ndarray, ...] | None:
-    """:func:`mlip.padding.element_rows` of every structure of a bucket (``species``
-    ``[S, n]``), stacked to ``[S, L_e]`` with lengths that fit the bucket's largest count."""
-    n_elements = len(model.elements)
-    if n_elements < 2:
-        return None
-    counts = np.stack([(species == index).sum(axis=1) for index in range(n_elements)], axis=1).max(axis=0)
-    lengths = element_row_lengths(counts, species.shape[1])
-    rows = [element_rows(s, n_elements, lengths) for s in species]
-    return tuple(np.stack(per_element) for per_element in zip(*rows))
-
-
 @with_float64
 def featurize(model: Model, samples: Sequence[Sample], groups: Sequence[str] | None = None,
               progress: bool = False) -> FeatureDataset:
@@ -169,25 +157,19 @@ def featurize(model: Model, samples: Sequence[Sample], groups: Sequence[str] | N
     """
     groups = tuple(groups) if groups is not None else tuple(sorted({s.config_type for s in samples}))
     group_index = {g: n for n, g in enumerate(groups)}
-    pairs = [host_pairs(s.atoms.positions, s.atoms.cell.array, s.atoms.pbc, model.cutoff) for s in samples]
-    needs = [max_neighbors(p, s.n_atoms) for p, s in zip(pairs, samples)]
-    by_shape: dict[int, list[int]] = {}
-    for n, sample in enumerate(samples):
-        by_shape.setdefault(atom_bucket(sample.n_atoms), []).append(n)
     compute = _descriptor_jacobian_function(model)
-    iterator = sorted(by_shape.items())
+    iterator = bucket_structures(model, [s.atoms for s in samples])
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(iterator, desc="descriptors", unit="bucket")
     buckets = []
-    for n_padded, members in iterator:
-        capacity = round_up(max(needs[n] for n in members), 8)
+    for bucket in iterator:
+        n_padded = bucket.n_padded
         columns: dict[str, list] = {name: [] for name in StructureArrays.__dataclass_fields__
                                     if name != "element_rows"}
-        for n in members:
+        for n, padded in zip(bucket.members, bucket.structures):
             sample = samples[n]
-            padded = pad_structure(model, sample.atoms, pairs[n], capacity, n_padded, exact_capacity=True)
             values, jacobian, r_ij = compute(*padded.as_jax(jnp.float64))
             forces = np.zeros((n_padded, 3))
             forces[: sample.n_atoms] = sample.forces
@@ -206,5 +188,5 @@ def featurize(model: Model, samples: Sequence[Sample], groups: Sequence[str] | N
             columns["group"].append(group_index[sample.config_type])
             columns["sample"].append(n)
         stacked = {name: np.stack(values) for name, values in columns.items()}
-        buckets.append(StructureArrays(**stacked, element_rows=_bucket_element_rows(stacked["species"], model)))
+        buckets.append(StructureArrays(**stacked, element_rows=bucket.stacked_element_rows()))
     return FeatureDataset(buckets, list(samples), groups)

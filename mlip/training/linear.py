@@ -18,9 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from mlip.kernels.neighbor_list import host_pairs
+from mlip.batch import prepare_structure
 from mlip.model import Model, make_model_functions
-from mlip.padding import pad_structure
 from mlip.precision import with_float64
 from mlip.training.data import Sample
 
@@ -66,8 +65,7 @@ def fit_output_layers(model: Model, samples: Sequence[Sample], energy_weight: fl
     rows, targets, weights = [], [], []
     for sample in samples:
         atoms = sample.atoms
-        pairs = host_pairs(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
-        padded = pad_structure(model, atoms, pairs)
+        padded = prepare_structure(model, atoms)
         value, design = (np.asarray(x) for x in value_and_jacobian(zero, *padded.as_jax(with_element_rows=True)))
         n, n_padded = len(atoms), padded.positions.shape[0]
         forces = slice(1, 1 + 3 * n)

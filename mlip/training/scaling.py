@@ -20,34 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from ase import Atoms
 
-from mlip.kernels.neighbor_list import host_pairs
-from mlip.model import Model, make_model_functions
-from mlip.padding import check_positions, pad_structure
+from mlip.batch import compute_descriptors
+from mlip.model import Model
 from mlip.precision import with_float64
-
-
-@with_float64
-def compute_descriptors(model: Model, structures: Iterable[Atoms]) -> dict[str, np.ndarray]:
-    """Raw symmetry functions of every atom, grouped by element.
-
-    Returns:
-        ``{element: [n_atoms_of_element, n_features(element)]}``.
-    """
-    descriptors = jax.jit(make_model_functions(model.config).descriptors)
-    sf_set = model.config.symmetry_functions
-    collected: dict[str, list[np.ndarray]] = {e: [] for e in model.elements}
-    capacity = None
-    for atoms in structures:
-        pairs = host_pairs(check_positions(atoms.positions), atoms.cell.array, atoms.pbc, model.cutoff)
-        padded = pad_structure(model, atoms, pairs, capacity)
-        capacity = padded.nl.capacity
-        union = np.asarray(descriptors(*padded.as_jax()))[: padded.n_atoms]
-        species = padded.species[: padded.n_atoms]
-        for index, element in enumerate(model.elements):
-            collected[element].append(union[species == index][:, sf_set.feature_columns(element)])
-    return {
-        e: np.concatenate(v) if v else np.zeros((0, sf_set.n_features(e))) for e, v in collected.items()
-    }
 
 
 def fit_feature_scaling(model: Model, structures: Iterable[Atoms], method: str = "standard") -> Model:
