@@ -77,7 +77,8 @@ def write_input_data(path: str | os.PathLike, images: Atoms | Iterable[Atoms], u
             lines += ["lattice " + " ".join(format_number(v) for v in row / length) for row in atoms.cell.array]
         for position, symbol, charge, force in zip(atoms.positions / length, atoms.get_chemical_symbols(),
                                                    charges, forces):
-            lines.append("atom " + " ".join(format_number(v) for v in position) + f" {symbol:2s} {format_number(charge)} "
+            lines.append("atom " + " ".join(format_number(v) for v in position)
+                         + f" {symbol:2s} {format_number(charge)} "
                          + format_number(0.0) + " " + " ".join(format_number(v) for v in force))
         lines.append(f"energy {format_number(float(results.get('energy', 0.0)) / energy)}")
         lines.append(f"charge {format_number(float(np.sum(charges)))}")

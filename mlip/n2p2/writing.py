@@ -21,7 +21,7 @@ def feature_range_from_structures(model: Model, structures: Iterable[Atoms]) -> 
     """Per element ``[n_features, 2]`` (min, max) of the model's raw symmetry functions
     over ``structures`` (e.g. the training set), for :func:`write_n2p2`'s
     ``feature_range``; elements absent from the structures get no entry."""
-    from mlip.training.scaling import compute_descriptors
+    from mlip.batch import compute_descriptors
 
     values = compute_descriptors(model, structures)
     return {e: np.stack([v.min(axis=0), v.max(axis=0)], axis=1) for e, v in values.items() if len(v)}
@@ -70,8 +70,9 @@ def write_n2p2(model: Model, directory: str | os.PathLike,
         feature_range: per element ``[n_features, 2]`` (Gmin, Gmax) in the model's
             feature order, written to ``scaling.data`` where n2p2 and LAMMPS use
             it for extrapolation warnings (:func:`feature_range_from_structures`
-            of the training set, or :func:`read_n2p2_feature_range`).  Without
-            it, [0, 1e300] is written: no extrapolation warnings.
+            of the training set, or :func:`read_n2p2_feature_range`); default
+            the model's own :attr:`~mlip.model.Model.feature_range`.  Without
+            either, [0, 1e300] is written: no extrapolation warnings.
 
     Returns:
         The paths written.
@@ -84,6 +85,7 @@ def write_n2p2(model: Model, directory: str | os.PathLike,
     from mlip.files import write_bytes_atomic
 
     config, params = model.config, model.params
+    feature_range = model.feature_range if feature_range is None else feature_range
     elements = sorted_elements(config.elements, "n2p2 names weight files by atomic number")
     _export_checks(model, feature_range)
     sf_set = config.symmetry_functions
@@ -144,7 +146,8 @@ def write_n2p2(model: Model, directory: str | os.PathLike,
             for j in range(kernel.shape[0]):
                 for k in range(kernel.shape[1]):
                     count += 1
-                    out.append(f"{format_number(kernel[j, k])} a {count:9d} {layer - 1:5d} {j + 1:5d} {layer:5d} {k + 1:5d}")
+                    out.append(f"{format_number(kernel[j, k])} a {count:9d} "
+                               f"{layer - 1:5d} {j + 1:5d} {layer:5d} {k + 1:5d}")
             for k in range(len(bias)):
                 count += 1
                 out.append(f"{format_number(bias[k])} b {count:9d} {layer:5d} {k + 1:5d}")
