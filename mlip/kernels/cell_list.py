@@ -16,7 +16,7 @@ every array shape is fixed.  This module follows JAX-MD's pattern:
   neighbour is ever dropped silently.
 
 The state also carries the physical checks the calculator path makes on the host
-(:func:`mlip.padding.check_positions`, :func:`mlip.padding.check_distances`), so a
+(:func:`mlip.batch.check_positions`, :func:`mlip.batch.check_distances`), so a
 compiled loop (MD, training, LAMMPS coupling) cannot turn coincident or non-finite
 atoms into a silent NaN: ``state.error`` is an ``int32`` bitmask of
 :class:`CellListError` (``OVERFLOW``, ``TOO_CLOSE``, ``NON_FINITE``), computed
@@ -47,15 +47,21 @@ Distances in Å.
 from __future__ import annotations
 
 import dataclasses
-import enum
-import itertools
 import math
-from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlip.kernels.cell_list_build import (
+    BIN_MARGIN,
+    assign_bins,
+    build_cell_list,
+    build_with_min_distance,
+    flat_index,
+    listed_too_close_error,
+)
+from mlip.kernels.cell_list_state import CellListError, CellListOverflowError, CellListSpec, CellListState
 from mlip.kernels.neighbor_list import (
     NeighborList,
     check_cell,
@@ -65,196 +71,6 @@ from mlip.kernels.neighbor_list import (
     round_up,
     shortest_pair,
 )
-
-# Relative widening of the bins: keeps the "neighbours within reach bins" guarantee
-# robust to rounding of fractional coordinates (float32 included).
-_BIN_MARGIN = 1e-5
-
-
-class CellListError(enum.IntFlag):
-    """Bits of :attr:`CellListState.error` (like JAX-MD's ``PartitionErrorCode``).
-
-    ``OVERFLOW``: a rebuild did not fit the buffers (a bin or a neighbour row ran
-    out of slots, or bins became too narrow); the list is incomplete, reallocate.
-    ``TOO_CLOSE``: two real atoms (or an atom and its periodic image) came closer
-    than ``r_min``.  ``NON_FINITE``: a real atom's position, or the cell, had a NaN
-    or infinite entry.  The last two are physical problems that reallocating does
-    not cure.
-    """
-
-    NONE = 0
-    OVERFLOW = 1
-    TOO_CLOSE = 2
-    NON_FINITE = 4
-
-
-class CellListOverflowError(RuntimeError):
-    """The cell list's buffers overflowed: reallocate (:meth:`CellList.allocate`)
-    and redo the steps.  Deliberately not a ``ValueError``: the atoms are fine."""
-
-
-@dataclass(frozen=True)
-class CellListSpec:
-    """Static sizes of a cell list (hashable: part of the jit cache key).
-
-    Attributes:
-        cutoff: list radius (interaction cutoff + skin), Å.
-        pbc: periodicity along the three cell vectors.
-        grid: number of bins along each binning-frame vector.
-        reach: how many bins away a neighbour can be along each vector.
-        bin_capacity: atom slots per bin.
-        neighbor_capacity: neighbour slots per atom (``M``).
-        open_frame: binning-frame rows for open directions (rows of periodic
-            directions are taken from the current cell), Å.
-        origin: origin of the binning frame, Å.
-        r_min: pairs closer than this raise ``TOO_CLOSE``, Å (0: no check).
-    """
-
-    cutoff: float
-    pbc: tuple[bool, bool, bool]
-    grid: tuple[int, int, int]
-    reach: tuple[int, int, int]
-    bin_capacity: int
-    neighbor_capacity: int
-    open_frame: tuple[tuple[float, float, float], ...]
-    origin: tuple[float, float, float]
-    r_min: float = 0.0
-
-    @property
-    def n_bins(self) -> int:
-        return int(np.prod(self.grid))
-
-    def bin_offsets(self) -> np.ndarray:
-        """``[D, 3]`` integer bin offsets visited around each atom's bin."""
-        ranges = [range(-k, k + 1) for k in self.reach]
-        return np.array(list(itertools.product(*ranges)), dtype=np.int32).reshape(-1, 3)
-
-
-@jax.tree_util.register_dataclass
-@dataclass(frozen=True)
-class CellListState:
-    """A neighbour list plus what the Verlet criterion needs (a JAX pytree).
-
-    Attributes:
-        nl: the dense neighbour list, pairs out to ``spec.cutoff``.
-        reference_positions: positions at the last rebuild, Å.
-        reference_cell: cell at the last rebuild, Å.
-        atom_mask: ``[N]`` True for real atoms, False for padding rows.
-        error: ``int32`` bitmask of :class:`CellListError`; every bit stays set once
-            raised, until the host allocates a new state.
-        n_rebuilds: rebuilds since allocation.
-        reference_min_distance: shortest listed pair distance at the last rebuild, Å
-            (``inf`` when ``spec.r_min`` is 0 or nothing is listed); bounds the
-            distances between rebuilds.
-        spec: static sizes (pytree metadata, not traced).
-    """
-
-    nl: NeighborList
-    reference_positions: jax.Array
-    reference_cell: jax.Array
-    atom_mask: jax.Array
-    error: jax.Array
-    n_rebuilds: jax.Array
-    reference_min_distance: jax.Array
-    spec: CellListSpec = field(metadata=dict(static=True))
-
-    @property
-    def overflow(self) -> jax.Array:
-        """True once any rebuild since allocation did not fit the buffers (the list
-        is then incomplete: reallocate and redo the steps); jit-able."""
-        return (self.error & int(CellListError.OVERFLOW)) != 0
-
-    @property
-    def did_overflow(self) -> bool:
-        """Host-side check of the overflow flag (forces a device sync)."""
-        return bool(self.overflow)
-
-    @property
-    def errors(self) -> CellListError:
-        """Host-side :class:`CellListError` flags (forces a device sync)."""
-        return CellListError(int(self.error))
-
-    def check(self, positions, cell=None) -> None:
-        """Raise if a flag is set (host side, after a compiled block of steps).
-
-        Physical problems come first, as a ``ValueError`` that names the atoms,
-        found on the host from ``positions`` (the flags are sticky, so these should
-        be the positions the flagged steps produced): the rows whose position is NaN
-        or infinite, the closest pairs nearer than ``spec.r_min`` with their
-        distances.  Otherwise an overflow raises :class:`CellListOverflowError`:
-        reallocate with :meth:`CellList.allocate` and redo the steps.
-
-        Args:
-            positions: ``[N, 3]`` positions, Å, rows as given to ``update``.
-            cell: ``[3, 3]`` cell, Å; default: the last cell given to ``update``.
-        """
-        errors = self.errors
-        if not errors:
-            return
-        problems = []
-        if errors & (CellListError.NON_FINITE | CellListError.TOO_CLOSE):
-            problems = _describe_problems(self, errors, positions, cell)
-        if problems:
-            if errors & CellListError.OVERFLOW:
-                problems.append("the neighbour list also overflowed its buffers")
-            raise ValueError("; ".join(problems))
-        if errors & CellListError.OVERFLOW:
-            raise CellListOverflowError(
-                "the cell list overflowed its buffers (an atom gained neighbours, a bin filled up, or the "
-                "cell shrank): some pairs are missing, so reallocate with CellList.allocate(positions, cell) "
-                "and redo the steps since the last check"
-            )
-
-
-def _describe_problems(state: CellListState, errors: CellListError, positions, cell) -> list[str]:
-    """Host-side messages for the ``NON_FINITE`` and ``TOO_CLOSE`` bits."""
-    positions = np.asarray(positions, dtype=np.float64)
-    cell = np.asarray(state.reference_cell if cell is None else cell, dtype=np.float64)
-    mask = np.asarray(state.atom_mask, dtype=bool)
-    finite = np.all(np.isfinite(positions), axis=1)
-    cell_finite = bool(np.all(np.isfinite(cell)))
-    problems = []
-    if errors & CellListError.NON_FINITE:
-        bad = np.flatnonzero(mask & ~finite)
-        if len(bad):
-            more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
-            problems.append(f"positions of atoms {bad[:10].tolist()}{more} are NaN or infinite")
-        if not cell_finite:
-            problems.append("the cell contains NaN or infinite entries")
-        if len(bad) == 0 and cell_finite:
-            problems.append("a NaN or infinite position or cell was seen during the compiled steps "
-                            "(the positions given to check are all finite)")
-    if errors & CellListError.TOO_CLOSE:
-        r_min = state.spec.r_min
-        pairs = _closest_pairs(positions, cell, np.array(state.spec.pbc), mask & finite, r_min) if cell_finite else []
-        if pairs:
-            described = ", ".join(f"atoms {i} and {j} are {d:.4f} Å apart" if i != j else
-                                  f"atom {i} and its periodic image are {d:.4f} Å apart" for i, j, d in pairs[:5])
-            more = f" (and {len(pairs) - 5} more pairs)" if len(pairs) > 5 else ""
-            problems.append(f"{described}{more}, closer than r_min = {r_min} Å")
-        else:
-            problems.append(f"two atoms came closer than r_min = {r_min} Å during the compiled steps "
-                            "(no pair is that close at the positions given to check)")
-    return problems
-
-
-def _closest_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, use: np.ndarray,
-                   r_min: float) -> list[tuple[int, int, float]]:
-    """Pairs ``(i, j, distance)`` (row indices, ``i <= j``) closer than ``r_min``
-    among the rows in ``use``, closest first (host side)."""
-    rows = np.flatnonzero(use)
-    if len(rows) == 0 or r_min <= 0:
-        return []
-    i, j, shifts = host_pairs(positions[rows], cell, pbc, r_min)
-    if not pbc.all():
-        cell = complete_open_directions(cell, pbc)
-    distances = np.linalg.norm(positions[rows[j]] + shifts @ cell - positions[rows[i]], axis=1)
-    pairs: dict[tuple[int, int], float] = {}
-    for a, b, d in zip(i, j, distances):
-        if a <= b:  # each pair once; an atom's own images as (i, i)
-            key = (int(rows[a]), int(rows[b]))
-            pairs[key] = min(pairs.get(key, np.inf), float(d))
-    return sorted(((a, b, d) for (a, b), d in pairs.items() if d < r_min), key=lambda p: p[2])
 
 
 class CellList:
@@ -343,8 +159,8 @@ class CellList:
 
         frame, origin = self._binning_frame(real, cell_np, pbc)
         grid, reach = self._grid(frame, pbc, n_atoms=len(real))
-        _, bins = _assign_bins((real - origin) @ np.linalg.inv(frame), pbc, np.array(grid, dtype=np.int32), xp=np)
-        flat = _flat_index(bins, grid)
+        _, bins = assign_bins((real - origin) @ np.linalg.inv(frame), pbc, np.array(grid, dtype=np.int32), xp=np)
+        flat = flat_index(bins, grid)
         max_per_bin = int(np.bincount(flat, minlength=1).max(initial=0))
 
         i, j, shifts = host_pairs(real, cell_np, pbc, self.list_cutoff)
@@ -400,7 +216,7 @@ class CellList:
         """Bins per direction (about ``cutoff / bins_per_cutoff`` wide, at most ~4 per
         atom in all) and the reach that finds every neighbour."""
         widths = 1.0 / np.linalg.norm(np.linalg.inv(frame), axis=0)  # distances between opposite faces
-        radius = self.list_cutoff * (1.0 + _BIN_MARGIN)
+        radius = self.list_cutoff * (1.0 + BIN_MARGIN)
         grid = np.maximum(1, np.floor(widths * self.bins_per_cutoff / radius)).astype(np.int64)
         max_bins = max(64, 4 * n_atoms)
         while grid.prod() > max_bins:
@@ -470,7 +286,8 @@ class CellList:
         error = state.error | jnp.where(non_finite, jnp.int32(CellListError.NON_FINITE), jnp.int32(0))
 
         def rebuild(error):
-            nl, build_error, min_distance = _build_compiled(spec, positions, cell, state.atom_mask, self.batch_size)
+            nl, build_error, min_distance = build_with_min_distance(spec, positions, cell, state.atom_mask,
+                                                                    self.batch_size)
             return dataclasses.replace(
                 state, nl=nl, reference_positions=positions, reference_cell=cell, error=error | build_error,
                 n_rebuilds=state.n_rebuilds + 1, reference_min_distance=min_distance,
@@ -483,7 +300,7 @@ class CellList:
             return jax.lax.cond(rebuild_needed, rebuild, keep, error)
 
         def keep_and_check(error):
-            return keep(error | _listed_too_close_error(spec, positions, cell, state.nl))
+            return keep(error | listed_too_close_error(spec, positions, cell, state.nl))
 
         # Between rebuilds every pair closer than r_min <= cutoff is listed, and a listed distance
         # d0 at the rebuild is now at least (d0 - u_(1) - u_(2)) / stretch: the listed pairs are
@@ -494,180 +311,4 @@ class CellList:
         return jax.lax.switch(branch, (keep, keep_and_check, rebuild), error)
 
 
-def _non_finite_error(positions, cell, atom_mask) -> jax.Array:
-    """``NON_FINITE`` (int32) if a real atom's position or the cell is NaN/infinite."""
-    bad = ~jnp.all(jnp.isfinite(positions) | ~atom_mask[:, None]) | ~jnp.all(jnp.isfinite(cell))
-    return jnp.where(bad, jnp.int32(CellListError.NON_FINITE), jnp.int32(0))
-
-
-def _listed_too_close_error(spec: CellListSpec, positions, cell, nl: NeighborList) -> jax.Array:
-    """``TOO_CLOSE`` (int32) if a pair of ``nl`` is now closer than ``spec.r_min``."""
-    n_atoms = positions.shape[0]
-    listed = nl.idx < n_atoms
-    j = jnp.where(listed, nl.idx, 0)
-    vectors = positions[j] + nl.shifts.astype(positions.dtype) @ cell - positions[:, None, :]
-    close = jnp.any(listed & (jnp.sum(vectors * vectors, axis=-1) < spec.r_min**2))
-    return jnp.where(close, jnp.int32(CellListError.TOO_CLOSE), jnp.int32(0))
-
-
-def _assign_bins(fractional, pbc: np.ndarray, grid: np.ndarray, xp=jnp):
-    """Periodic image (``floor`` of the fractional coordinate, 0 along open
-    directions) and 3-d bin of every atom; atoms outside the grid are clipped
-    into the edge bins.  Shared by the host allocation (``xp=numpy``: nothing to
-    compile) and the jit build."""
-    image = xp.where(pbc, xp.floor(fractional), 0.0)
-    bins = xp.clip(xp.floor((fractional - image) * grid).astype(xp.int32), 0, grid - 1)
-    return image, bins
-
-
-def _flat_index(bins, grid):
-    """Row-major flat index of 3-d bin indices ``[..., 3]``."""
-    return (bins[..., 0] * grid[1] + bins[..., 1]) * grid[2] + bins[..., 2]
-
-
-def build_cell_list(spec: CellListSpec, positions, cell, atom_mask, batch_size: int = 256):
-    """All pairs closer than ``spec.cutoff`` in the dense layout (pure, jit-able).
-
-    Args:
-        spec: static sizes from :meth:`CellList.allocate`.
-        positions: ``[N, 3]`` positions, Å.
-        cell: ``[3, 3]`` cell vectors as rows, Å.
-        atom_mask: ``[N]`` True for real atoms.
-        batch_size: atoms searched at once.
-
-    Returns:
-        ``(NeighborList, error)`` where ``error`` is an ``int32`` bitmask of
-        :class:`CellListError`: ``OVERFLOW`` if a bin or a neighbour row was too
-        small, or bins became narrower than allowed by ``spec.reach`` (the list is
-        then incomplete and must be reallocated); ``TOO_CLOSE`` if a pair is closer
-        than ``spec.r_min``; ``NON_FINITE`` if a real atom's position or the cell is
-        NaN or infinite.  Zero (falsy) when all is well.
-    """
-    nl, error, _ = _build(spec, positions, cell, atom_mask, batch_size)
-    return nl, error | _non_finite_error(positions, cell, atom_mask)
-
-
-def _compact(hits, capacity: int):
-    """Where the first ``capacity`` hits of ``hits`` (``[D, cap]`` bool) lie.
-
-    Returns ``(bin, slot, filled, total)``: ``[capacity]`` indices into ``hits`` (0
-    past the last hit), True for real entries, and the number of hits.  Entry ``k``
-    is hit number ``k`` in row-major order.  The hits of each bin are packed into
-    32-bit words; the word holding hit ``k`` comes from the words' popcounts, its bit
-    from a 5-step binary search on popcounts of the word's low bits.  No scatter
-    (serial on CPU) and no long scan (Si, 32768 atoms, 648 candidates per atom: the
-    rebuild went from 21 to 8 µs/atom against running counts along each bin).
-    """
-    n_bins, width = hits.shape
-    words_per_bin = -(-width // 32)
-    if words_per_bin > 1:
-        hits = jnp.pad(hits, ((0, 0), (0, 32 * words_per_bin - width)))
-        width = 32
-    hits = hits.reshape(n_bins * words_per_bin, width)
-    bits = jnp.left_shift(jnp.uint32(1), jnp.arange(width, dtype=jnp.uint32))
-    words = jnp.sum(jnp.where(hits, bits, jnp.uint32(0)), axis=1, dtype=jnp.uint32)  # distinct bits: sum = or
-    counts = jax.lax.population_count(words).astype(jnp.int32)
-    starts = jnp.cumsum(counts) - counts  # hits before each word
-    total = starts[-1] + counts[-1]
-    k = jnp.arange(capacity, dtype=jnp.int32)
-    word_of = jnp.sum(starts[None, :] <= k[:, None], axis=1, dtype=jnp.int32) - 1
-    rank = (k - starts[word_of]).astype(jnp.uint32)  # hit number within its word
-    word = words[word_of]
-    position = jnp.zeros(capacity, jnp.uint32)  # largest p with fewer than rank + 1 hits below bit p
-    for step in (16, 8, 4, 2, 1):
-        trial = position + jnp.uint32(step)
-        below = jax.lax.population_count(word & ((jnp.uint32(1) << trial) - jnp.uint32(1)))
-        position = jnp.where(below <= rank, trial, position)
-    filled = k < total
-    bin_of = word_of // words_per_bin
-    slot = (word_of % words_per_bin) * 32 + position.astype(jnp.int32)
-    return jnp.where(filled, bin_of, 0), jnp.where(filled, slot, 0), filled, total
-
-
-def _build(spec: CellListSpec, positions, cell, atom_mask, batch_size: int):
-    """:func:`build_cell_list` without the non-finite test, plus the shortest listed
-    pair distance (Å; ``inf`` when ``spec.r_min`` is 0 or nothing is listed)."""
-    n_atoms = positions.shape[0]
-    dtype = positions.dtype
-    pbc = np.array(spec.pbc)
-    grid = np.array(spec.grid, dtype=np.int32)
-    n_bins = spec.n_bins
-    offsets = jnp.asarray(spec.bin_offsets())
-
-    frame = jnp.where(pbc[:, None], cell, jnp.asarray(spec.open_frame, dtype))
-    inverse = jnp.linalg.inv(frame)
-    # Bins must stay at least cutoff / reach wide (the cell may have shrunk since
-    # allocation); an open direction whose reach spans the whole grid has no limit.
-    reach = np.array(spec.reach)
-    limited = pbc | (reach < grid - 1)
-    bins_needed = spec.cutoff * (1.0 + 0.5 * _BIN_MARGIN) * grid * jnp.linalg.norm(inverse, axis=0)
-    bins_too_narrow = jnp.any(limited & (bins_needed > reach))
-    fractional = (positions - jnp.asarray(spec.origin, dtype)) @ inverse
-    image, bins = _assign_bins(fractional, pbc, grid)
-    wrapped = positions - image @ cell  # Cartesian positions wrapped into the cell
-    # padding atoms go to an extra bin that is never visited
-    flat = jnp.where(atom_mask, _flat_index(bins, grid), n_bins)
-
-    # bin table [n_bins + 1, bin_capacity] of atom indices, n_atoms marks empty slots
-    order = jnp.argsort(flat)
-    sorted_flat = flat[order]
-    counts = jnp.zeros(n_bins + 1, jnp.int32).at[flat].add(1)
-    starts = jnp.cumsum(counts) - counts
-    slot = jnp.arange(n_atoms, dtype=jnp.int32) - starts[sorted_flat]
-    table = jnp.full((n_bins + 1, spec.bin_capacity), n_atoms, jnp.int32)
-    table = table.at[sorted_flat, slot].set(order.astype(jnp.int32), mode="drop")
-    table = table.at[n_bins].set(n_atoms)
-    bin_overflow = jnp.max(counts[:n_bins]) > spec.bin_capacity
-
-    # per-bin blocks of wrapped positions and image offsets: one contiguous gather per visited bin
-    position_table = jnp.concatenate([wrapped, jnp.zeros((1, 3), dtype)])[table]  # [bins + 1, cap, 3]
-    coordinate_tables = tuple(position_table[..., axis] for axis in range(3))  # x, y, z: [bins + 1, cap] each
-    image_int = image.astype(jnp.int32)
-    image_table = jnp.concatenate([image_int, jnp.zeros((1, 3), jnp.int32)])[table]
-    capacity = spec.neighbor_capacity
-    cutoff_squared = spec.cutoff**2
-    open_axes = np.flatnonzero(~pbc)
-    check_distances = spec.r_min > 0.0
-
-    def neighbors_of(args):
-        i, bin_i, real_i, position_i, image_i = args
-        target = bin_i[None, :] + offsets  # [D, 3]
-        wraps = jnp.floor_divide(target, grid)  # lattice translation when a periodic edge is crossed
-        inside = jnp.all((target[:, open_axes] >= 0) & (target[:, open_axes] < grid[open_axes]), axis=-1)
-        target = jnp.where(pbc, target - wraps * grid, target)
-        wraps = jnp.where(pbc, wraps, 0)
-        target_flat = jnp.where(inside & real_i, _flat_index(target, grid), n_bins)  # row n_bins is empty
-        j = table[target_flat]  # [D, cap]
-        offset = wraps.astype(dtype) @ cell - position_i  # [D, 3]
-        squared = 0.0
-        for axis in range(3):  # coordinate by coordinate: [D, cap] arrays that vectorise
-            component = coordinate_tables[axis][target_flat] + offset[:, axis, None]
-            squared = squared + component * component
-        is_self = (j == i) & jnp.all(wraps == 0, axis=-1)[:, None]
-        within = (j < n_atoms) & (squared < cutoff_squared) & ~is_self  # [D, cap]
-        bin_of, slot, filled, total = _compact(within, capacity)
-        idx = jnp.where(filled, j[bin_of, slot], n_atoms)
-        shift = wraps[bin_of] + image_i - image_table[target_flat[bin_of], slot]
-        shift = jnp.where(filled[:, None], shift, 0)
-        found = idx, shift, total
-        if check_distances:  # squared distance to the nearest listed neighbour, from the distances above
-            found += (jnp.min(jnp.where(within, squared, jnp.inf)),)
-        return found
-
-    atom_ids = jnp.arange(n_atoms, dtype=jnp.int32)
-    idx, shifts, n_neighbors, *nearest = jax.lax.map(
-        neighbors_of, (atom_ids, bins, atom_mask, wrapped, image_int), batch_size=min(batch_size, max(n_atoms, 1))
-    )
-    neighbor_overflow = jnp.max(n_neighbors, initial=0) > capacity
-    overflow = bin_overflow | neighbor_overflow | bins_too_narrow
-    if check_distances:
-        min_distance = jnp.sqrt(jnp.min(nearest[0], initial=jnp.inf))
-        too_close = min_distance < spec.r_min
-    else:
-        min_distance, too_close = jnp.asarray(jnp.inf, dtype), False
-    error = (jnp.where(overflow, jnp.int32(CellListError.OVERFLOW), jnp.int32(0))
-             | jnp.where(too_close, jnp.int32(CellListError.TOO_CLOSE), jnp.int32(0)))
-    return NeighborList(idx=idx, shifts=shifts), error, min_distance
-
-
-_build_compiled = jax.jit(_build, static_argnums=(0, 4))
+__all__ = ["CellList", "CellListError", "CellListOverflowError", "CellListSpec", "CellListState", "build_cell_list"]
