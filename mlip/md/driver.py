@@ -11,47 +11,43 @@ updated inside every step.  After a block the host reads the list's error bits:
 * atoms closer than the model's ``r_min`` or non-finite positions: ``ValueError``
   naming the atoms; a non-finite energy stops the run the same way.
 
-Output, all optional: a CSV thermo log every ``thermo_every`` steps, trajectory
-frames (extxyz or ASE ``.traj``, with energy, forces and, for periodic cells,
-stress) every ``trajectory_every`` steps, and a restart file (atomic, checksummed)
-every ``restart_every`` steps and at the end; ``resume=True`` continues a killed run
-from it, dropping log rows and frames written after it.  Units: temperature K,
+Output, all optional (the files: :mod:`mlip.md.outputs`): a CSV thermo log every
+``thermo_every`` steps, trajectory frames (extxyz or ASE ``.traj``, with energy,
+forces and, for periodic cells, stress) every ``trajectory_every`` steps, and a
+restart file (atomic, checksummed) every ``restart_every`` steps and at the end;
+``resume=True`` continues a killed run from it, dropping log rows and frames
+written after it.  Units: temperature K,
 pressure GPa, time step and coupling times fs, thermo columns as named.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import json
 import math
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
-import msgpack
 import numpy as np
 from ase import Atoms, units
-from ase.calculators.singlepoint import SinglePointCalculator
 
-from mlip.io import read_container, write_container
 from mlip.kernels.cell_list import CellListError, CellListState
 from mlip.md.barostat import is_upper_triangular_cell
 from mlip.md.ensembles import ENSEMBLES, Ensemble, ForceField, StepParameters, init_state, uncoupled
+from mlip.md.outputs import (
+    append_frame, append_thermo, load_restart, save_restart, start_thermo, trajectory_frame, truncate_outputs,
+)
 from mlip.md.settings import MDSettings, Outputs
 from mlip.md.state import MDState, kinetic_energy, pressure_tensor, volume
 from mlip.md.system import MDSystem
-from mlip.model import Model, virial_to_stress
+from mlip.model import Model
 from mlip.precision import DTYPES, with_float64
 
-RESTART_MAGIC = b"MLIP-MD-RESTART\n"
 SUMMARY_COLUMNS = ("step", "time_ps", "temperature_K", "potential_eV", "kinetic_eV", "total_eV", "conserved_eV",
                    "pressure_GPa", "volume_A3", "dudl_eV")
 # pressure tensor in Voigt order (xx yy zz yz xz xy), LAMMPS' sign (positive pushes outwards)
@@ -205,80 +201,6 @@ def _raise_physical_problem(run_block: _Block, system: MDSystem, state: MDState,
     raise RuntimeError("a block flagged bad positions, but replaying it step by step did not; this is a bug")
 
 
-def _frame(system: MDSystem, state: MDState, step: int) -> Atoms:
-    atoms = system.to_atoms(state.position, state.momentum, state.cell)
-    n = system.n_atoms
-    results = {"energy": float(state.energy), "forces": np.asarray(state.force, np.float64)[:n]}
-    if all(system.pbc):
-        results["stress"] = virial_to_stress(np.asarray(state.virial, np.float64), np.asarray(state.cell))
-    atoms.calc = SinglePointCalculator(atoms, **results)
-    atoms.info["step"] = step
-    return atoms
-
-
-def _trajectory_format(path: Path) -> str:
-    return "traj" if path.suffix == ".traj" else "extxyz"
-
-
-def _append_frame(path: Path, atoms: Atoms) -> None:
-    if _trajectory_format(path) == "traj":
-        from ase.io.trajectory import Trajectory
-
-        with Trajectory(path, "a") as trajectory:
-            trajectory.write(atoms)
-        return
-    from ase.io import write
-
-    write(path, atoms, format="extxyz", append=True)
-
-
-def _truncate_outputs(outputs: Outputs, step: int) -> None:
-    """Drop thermo rows and frames after ``step`` (written after the restart file)."""
-    if outputs.thermo and Path(outputs.thermo).exists():
-        with open(outputs.thermo, newline="") as handle:
-            rows = list(csv.reader(handle))
-        kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
-        temporary = Path(str(outputs.thermo) + ".tmp")
-        with open(temporary, "w", newline="") as handle:
-            csv.writer(handle).writerows(kept)
-        os.replace(temporary, outputs.thermo)
-    if outputs.trajectory and Path(outputs.trajectory).exists():
-        from ase.io import read, write
-
-        path = Path(outputs.trajectory)
-        frames = [f for f in read(path, index=":", format=_trajectory_format(path)) if f.info.get("step", 0) <= step]
-        temporary = path.with_name(path.name + ".tmp" + path.suffix)
-        temporary.unlink(missing_ok=True)
-        if frames:
-            write(temporary, frames, format=_trajectory_format(path))
-            os.replace(temporary, path)
-        else:
-            path.unlink()
-
-
-def save_restart(path: str | os.PathLike, state: MDState, settings: MDSettings, system: MDSystem) -> None:
-    """Atomic, checksummed restart file of ``state``."""
-    payload = msgpack.packb({
-        "state": flax.serialization.to_bytes([np.asarray(x) for x in jax.tree_util.tree_leaves(state)]),
-        "meta": json.dumps({"settings": settings.__dict__, "n_atoms": system.n_atoms,
-                            "n_rows": int(system.position.shape[0]),
-                            "species": system.species.tolist(), "elements": list(system.model.elements)}),
-    }, use_bin_type=True)
-    write_container(path, payload, RESTART_MAGIC)
-
-
-def load_restart(path: str | os.PathLike, template: MDState, system: MDSystem) -> MDState:
-    """The state saved by :func:`save_restart`; ``ValueError`` if it belongs to another system."""
-    content = msgpack.unpackb(read_container(path, RESTART_MAGIC, "mlip MD restart"), raw=False)
-    meta = json.loads(content["meta"])
-    if meta["species"] != system.species.tolist() or meta["elements"] != list(system.model.elements):
-        raise ValueError(f"restart file {path} belongs to another system ({meta['n_atoms']} atoms of "
-                         f"{meta['elements']}), not to this one ({system.n_atoms} atoms)")
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    restored = flax.serialization.from_bytes([np.asarray(x) for x in leaves], content["state"])
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x, t.dtype) for x, t in zip(restored, leaves)])
-
-
 @dataclass
 class Segment:
     """What :meth:`Simulation.run` produced (host side).
@@ -401,10 +323,7 @@ class Simulation:
                 block_length = math.gcd(block_length, int(every))
         thermo_every = int(outputs.thermo_every)
         if outputs.thermo:
-            Path(outputs.thermo).parent.mkdir(parents=True, exist_ok=True)
-            if not Path(outputs.thermo).exists():
-                with open(outputs.thermo, "w", newline="") as handle:
-                    csv.writer(handle).writerow(THERMO_COLUMNS)
+            start_thermo(outputs.thermo, THERMO_COLUMNS)
         if outputs.trajectory:
             Path(outputs.trajectory).parent.mkdir(parents=True, exist_ok=True)
         start_step = step = int(state.step)
@@ -440,12 +359,10 @@ class Simulation:
                              kinetic, potential + kinetic, conserved, p / units.GPa, v, dudl]
                             + [x / units.GPa for x in tensor])
             if outputs.thermo and logged.any():
-                with open(outputs.thermo, "a", newline="") as handle:
-                    csv.writer(handle).writerows(
-                        [[int(r[0])] + [f"{x:.10g}" for x in r[1:]] for r in rows[-int(logged.sum()):]])
+                append_thermo(outputs.thermo, rows[-int(logged.sum()):])
             step += n
             if outputs.trajectory and step % outputs.trajectory_every == 0:
-                _append_frame(Path(outputs.trajectory), _frame(system, state, step))
+                append_frame(outputs.trajectory, trajectory_frame(system, state, step))
             if outputs.restart and (step % outputs.restart_every == 0 or step == until):
                 save_restart(outputs.restart, state, settings, system)
             if bar is not None:
@@ -487,12 +404,13 @@ def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outp
     if resume and outputs.restart and Path(outputs.restart).exists():
         state = load_restart(outputs.restart, state, system)
         neighbors = system.allocate_neighbors(state.position, state.cell)
-        _truncate_outputs(outputs, int(state.step))
+        truncate_outputs(outputs, int(state.step))
     start_step = int(state.step)
     segment = simulation.run(state, neighbors, parameters, settings.steps, outputs, progress)
     end_step = int(segment.state.step)
-    return MDResult(_frame(system, segment.state, end_step), segment.thermo, end_step - start_step, segment.seconds,
-                    segment.compile_seconds, segment.replays, segment.neighbor_rebuilds, settings.timestep)
+    return MDResult(trajectory_frame(system, segment.state, end_step), segment.thermo, end_step - start_step,
+                    segment.seconds, segment.compile_seconds, segment.replays, segment.neighbor_rebuilds,
+                    settings.timestep)
 
 
 def thermo_table(result: MDResult, columns: Sequence[str] = SUMMARY_COLUMNS, last: int = 5) -> str:

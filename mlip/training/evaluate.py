@@ -79,7 +79,7 @@ def predict_samples(model: Model, samples: Sequence[Sample], dtype: str = "float
 def error_metrics(predictions: PredictionSet, structures: np.ndarray | None = None) -> dict[str, float]:
     """MAE/RMSE of energy (meV/atom), forces (meV/Å) and stress (GPa), and the
     structure count, over all samples or the boolean selection ``structures``."""
-    from mlip.training.plots import error_summary
+    from mlip.plots import error_summary
 
     if structures is None:
         structures = np.ones(len(predictions.samples), dtype=bool)
@@ -107,7 +107,7 @@ def metrics_by_group(predictions: PredictionSet) -> dict[str, dict[str, float]]:
 def write_parity_plot(path: str | Path, predictions: PredictionSet, title: str = "") -> Path | None:
     """Energy (meV/atom), force (eV/Å) and stress (GPa) parity panels coloured by
     config_type; ``None`` when there is nothing to plot."""
-    from mlip.training.plots import ParityPanel, parity_plot
+    from mlip.plots import ParityPanel, parity_plot
 
     if not predictions.samples:
         return None
