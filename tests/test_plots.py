@@ -1,4 +1,4 @@
-"""Plots and tables of mlip.training.plots: files written, numbers shown, edge cases."""
+"""Plots and tables of mlip.plots and mlip.training.plots: files written, numbers shown, edge cases."""
 
 from __future__ import annotations
 
@@ -7,16 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from mlip.training.plots import (
-    ERROR_TEXT_GID,
-    ParityPanel,
-    error_summary,
-    learning_curve,
-    learning_curve_figure,
-    metrics_table,
-    parity_figure,
-    parity_plot,
-)
+from mlip.plots import ERROR_TEXT_GID, ParityPanel, error_summary, parity_figure, parity_plot
+from mlip.training.plots import learning_curve, learning_curve_figure, metrics_table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

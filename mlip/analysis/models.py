@@ -31,7 +31,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
-from mlip.training.plots import ParityPanel, error_summary, parity_plot
+from mlip.plots import ParityPanel, error_summary, parity_plot
 
 DEFAULT_ALPHAS = tuple(np.logspace(-6, 3, 28))
 
