@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -40,6 +39,8 @@ from ase.io import read, write
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary
 from ase.neighborlist import neighbor_list
+
+from mlip.files import atomic_write
 
 __all__ = [
     "GROUPS",
@@ -242,20 +243,12 @@ def write_dataset(structures: Sequence[Atoms], path: str | os.PathLike) -> None:
     """Write ``structures`` to the extxyz file ``path`` atomically.
 
     The file is written to a temporary file in the same folder and moved into place
-    with ``os.replace``, so readers never see a partial file.
+    (:func:`mlip.files.atomic_write`), so readers never see a partial file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # unique name in the same folder; open(..., "x") honours the umask (mkstemp would give 0600)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "x") as handle:
-            write(handle, list(structures), format="extxyz")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "w") as handle:
+        write(handle, list(structures), format="extxyz")
 
 
 def default_si_dataset(path: str | os.PathLike, *, regenerate: bool = False, seed: int = 0,
