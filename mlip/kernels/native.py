@@ -31,7 +31,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -40,6 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
+
+from mlip.files import atomic_path
 
 ENVIRONMENT_VARIABLE = "MLIP_NATIVE_KERNELS"
 SOURCE = Path(__file__).with_name("native_descriptors.cc")
@@ -89,13 +90,11 @@ def build(folder: Path | None = None) -> Path:
     if library.exists():
         return library
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as scratch:  # compile aside, then rename: safe for parallel builds
-        output = Path(scratch) / library.name
+    with atomic_path(library) as output:  # compile aside, then rename: safe for parallel builds
         command = [compiler, *FLAGS, f"-I{include}", str(SOURCE), "-o", str(output)]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise NativeKernelError(f"compiling {SOURCE.name} failed:\n{' '.join(command)}\n{result.stderr[-4000:]}")
-        os.replace(output, library)
     return library
 
 

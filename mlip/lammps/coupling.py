@@ -28,6 +28,7 @@ Units: LAMMPS ``metal`` (eV, Å, ps; virial in eV) only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -61,19 +62,18 @@ def import_lammps():
 def ghost_cutoff(lmp, comm) -> float:
     """LAMMPS's current communication (ghost) cutoff, Å, read from ``info
     communication`` on rank 0 and broadcast (collective: call on every rank)."""
-    path = None
-    if comm.Get_rank() == 0:
-        handle, path = tempfile.mkstemp(prefix="mlip-lammps-info-", suffix=".txt")
-        os.close(handle)
-    path = comm.bcast(path, root=0)
-    lmp.command(f'info communication out overwrite "{path}"')
-    value = None
-    if comm.Get_rank() == 0:
-        text = Path(path).read_text()
-        os.unlink(path)
-        # "Communication cutoff = 9" (single mode) or one line per type/collection (multi)
-        values = [float(v) for v in re.findall(r"Communication cutoff[^=\n]*=\s*([-+0-9.eE]+)", text)]
-        value = min(values) if values else None
+    # A scratch file, not an output: rank 0 makes a private temporary folder,
+    # LAMMPS (rank 0) writes the report there, and the folder goes whatever happens.
+    root = comm.Get_rank() == 0
+    with tempfile.TemporaryDirectory(prefix="mlip-lammps-info-") if root else contextlib.nullcontext() as scratch:
+        path = comm.bcast(str(Path(scratch) / "communication.txt") if root else None, root=0)
+        lmp.command(f'info communication out overwrite "{path}"')
+        value = None
+        if root:
+            text = Path(path).read_text()
+            # "Communication cutoff = 9" (single mode) or one line per type/collection (multi)
+            values = [float(v) for v in re.findall(r"Communication cutoff[^=\n]*=\s*([-+0-9.eE]+)", text)]
+            value = min(values) if values else None
     value = comm.bcast(value, root=0)
     if value is None:
         raise RuntimeError("could not read the communication cutoff from LAMMPS's `info communication` output")
