@@ -129,6 +129,21 @@ def virial_to_stress(virial, cell) -> np.ndarray:
     return virial.reshape(virial.shape[:-2] + (9,))[..., [0, 4, 8, 5, 2, 1]] / abs(np.linalg.det(cell))
 
 
+class Extrapolation(NamedTuple):
+    """How far each atom's symmetry functions lie outside the training range
+    ``[G_min, G_max]`` (n2p2's extrapolation warnings, per atom).
+
+    ``count``: how many of the atom's functions are outside; ``excursion``: the
+    largest distance outside, in units of that function's range
+    ``G_max - G_min`` (0 inside).  Padding rows have 0 and 0.  Values within
+    rounding of a bound (``8 eps (|G_min| + |G_max|)`` of the working precision)
+    count as inside, so the training structures themselves never extrapolate.
+    """
+
+    count: jax.Array  # [N] int32
+    excursion: jax.Array  # [N], dimensionless
+
+
 class EnergyResults(NamedTuple):
     """Output of :func:`make_model_functions`'s ``energy_forces_virial``."""
 
@@ -136,6 +151,26 @@ class EnergyResults(NamedTuple):
     energies: jax.Array  # [N] eV, zero on padding rows
     forces: jax.Array  # [N, 3] eV/Å
     virial: jax.Array  # [3, 3] eV: dE/d(strain); stress = virial / volume
+    extrapolation: Extrapolation | None = None  # when feature bounds are given
+
+
+FeatureRange = dict[str, np.ndarray]  # per element [n_features(element), 2]: (G_min, G_max), raw descriptor units
+FeatureBounds = tuple[tuple[jax.Array, jax.Array], ...]  # per element (G_min [F_e], G_max [F_e])
+
+
+def feature_bounds(config: ModelConfig, feature_range: FeatureRange | None, dtype=jnp.float64) -> FeatureBounds:
+    """``feature_range`` as the ``bounds`` argument of ``energy_forces_virial``:
+    per element of ``config`` (in order) ``(G_min, G_max)`` arrays; an element
+    without a range gets ``(-inf, inf)`` (never extrapolates)."""
+    bounds = []
+    for element in config.elements:
+        n_features = config.symmetry_functions.n_features(element)
+        if feature_range is not None and element in feature_range:
+            low, high = np.asarray(feature_range[element], dtype=np.float64).T
+        else:
+            low, high = np.full(n_features, -np.inf), np.full(n_features, np.inf)
+        bounds.append((jnp.asarray(low, dtype), jnp.asarray(high, dtype)))
+    return tuple(bounds)
 
 
 def pair_vectors(positions, cell, nl: NeighborList, centres=None):
@@ -195,6 +230,12 @@ class ModelFunctions:
             element_rows=None) -> [N]`` eV: the network half of the model (scaling,
             per-element networks, reference energies), for callers that hold
             precomputed descriptors (training).
+        extrapolation: ``(descriptors [N, n_union], species, bounds) -> Extrapolation``
+            with ``bounds`` from :func:`feature_bounds`.
+
+    ``energy_forces_virial`` takes ``bounds`` (from :func:`feature_bounds`) as an
+    optional last argument; with it, the result's ``extrapolation`` is filled from
+    the descriptors the energy was computed from (no second descriptor pass).
 
     ``element_rows`` (from :func:`element_rows`, or
     :attr:`mlip.batch.PaddedStructure.element_rows`) is a tuple with, per element,
@@ -211,6 +252,7 @@ class ModelFunctions:
     descriptors: Any = field(repr=False)
     descriptors_from_pairs: Any = field(repr=False)
     energies_from_features: Any = field(repr=False)
+    extrapolation: Any = field(repr=False)
 
 
 def make_model_functions(config: ModelConfig, chunk_size: int = 1024, backend: str = "auto") -> ModelFunctions:
@@ -245,29 +287,44 @@ def make_model_functions(config: ModelConfig, chunk_size: int = 1024, backend: s
                 energies = energies.at[element_rows[index]].set(atomic, mode="drop")
         return energies
 
+    def extrapolation(features, species, bounds):
+        count = jnp.zeros(species.shape, dtype=jnp.int32)
+        excursion = jnp.zeros(species.shape, dtype=features.dtype)
+        for index, element in enumerate(config.elements):
+            low, high = (jnp.asarray(b, features.dtype) for b in bounds[index])
+            g = select_columns(features, columns[element])
+            span = jnp.where(high > low, high - low, 1.0)
+            slack = 8.0 * jnp.finfo(features.dtype).eps * (jnp.abs(low) + jnp.abs(high))
+            outside = jnp.maximum(low - g, g - high) - slack  # > 0 outside the range
+            mine = species == index
+            count = jnp.where(mine, jnp.sum(outside > 0, axis=-1, dtype=jnp.int32), count)
+            excursion = jnp.where(mine, jnp.max(jnp.maximum(outside, 0.0) / span, axis=-1, initial=0.0), excursion)
+        return Extrapolation(count, excursion)
+
     def atomic_energies(params, positions, cell, species, nl, element_rows=None):
         features = descriptors_in_chunks(positions, cell, nl, neighbor_species(species, nl))
         return energies_from_features(params, features, species, element_rows)
 
-    def energy_forces_virial(params, positions, cell, species, nl, element_rows=None):
+    def energy_forces_virial(params, positions, cell, species, nl, element_rows=None, bounds=None):
         species_j = neighbor_species(species, nl)
 
         def total(positions, strain):
             deformation = jnp.eye(3, dtype=positions.dtype) + strain
             features = descriptors_in_chunks(positions, cell, nl, species_j, deformation)
             energies = energies_from_features(params, features, species, element_rows)
-            return jnp.sum(energies), energies
+            return jnp.sum(energies), (energies, None if bounds is None else features)
 
         strain = jnp.zeros((3, 3), dtype=positions.dtype)
-        (energy, energies), (d_positions, d_strain) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(
-            positions, strain
-        )
-        return EnergyResults(energy, energies, -d_positions, 0.5 * (d_strain + d_strain.T))
+        (energy, (energies, features)), (d_positions, d_strain) = jax.value_and_grad(
+            total, argnums=(0, 1), has_aux=True)(positions, strain)
+        flags = None if bounds is None else extrapolation(features, species, bounds)
+        return EnergyResults(energy, energies, -d_positions, 0.5 * (d_strain + d_strain.T), flags)
 
     def descriptors(positions, cell, species, nl):
         return descriptors_in_chunks(positions, cell, nl, neighbor_species(species, nl))
 
-    return ModelFunctions(config, atomic_energies, energy_forces_virial, descriptors, kernel, energies_from_features)
+    return ModelFunctions(config, atomic_energies, energy_forces_virial, descriptors, kernel, energies_from_features,
+                          extrapolation)
 
 
 @dataclass
@@ -276,10 +333,23 @@ class Model:
 
     Create one with :meth:`Model.create` (random weights) or load a file with
     :func:`mlip.io.load_model`.
+
+    Attributes:
+        config: the architecture.
+        params: fitted numbers (networks, feature scaling, reference energies).
+        feature_range: per element ``[n_features, 2]`` (G_min, G_max) of the raw
+            symmetry functions over the training set (or an n2p2 potential's
+            scaling.data), the range outside which the model extrapolates; None
+            when unknown.
     """
 
     config: ModelConfig
     params: Params
+    feature_range: FeatureRange | None = None
+
+    def with_params(self, params: Params) -> "Model":
+        """The same model (configuration, feature range) with other parameters."""
+        return Model(self.config, params, self.feature_range)
 
     @classmethod
     @with_float64
@@ -335,7 +405,8 @@ class Model:
         renamed_sf = SymmetryFunctionSet(elements, functions, sf.cutoff_type, sf.cutoff_alpha)
         config = dataclasses.replace(self.config, symmetry_functions=renamed_sf)
         params = {group: {rename(e): value for e, value in values.items()} for group, values in self.params.items()}
-        return Model(config, params)
+        feature_range = None if self.feature_range is None else {rename(e): r for e, r in self.feature_range.items()}
+        return Model(config, params, feature_range)
 
     def species_indices(self, symbols) -> np.ndarray:
         """Element indices of ``symbols``; ``ValueError`` naming any unknown element."""

@@ -370,7 +370,7 @@ def _load(directory: Path, units: str, r_min: float) -> tuple[Model, dict[str, n
         params["feature_scale"][element] = jnp.asarray(scale)
         params["reference_energies"][element] = jnp.asarray(energy * (mean_energy + offsets[element]))
     ranges = {e: stats[e][:, :2].copy() for e in elements}
-    return Model(config, params), ranges
+    return Model(config, params, ranges), ranges
 
 
 def read_n2p2(directory: str | os.PathLike, units: str = "angstrom,ev", r_min: float = 0.5) -> Model:
@@ -384,7 +384,9 @@ def read_n2p2(directory: str | os.PathLike, units: str = "angstrom,ev", r_min: f
             such limit; see :class:`~mlip.model.ModelConfig`).
 
     Returns:
-        A :class:`~mlip.model.Model` (calculator, MD and training work on it).
+        A :class:`~mlip.model.Model` (calculator, MD and training work on it)
+        whose feature range is scaling.data's (Gmin, Gmax), so the calculator
+        and MD flag extrapolation as n2p2 does.
 
     Raises:
         N2P2Error: a missing or malformed file, a keyword mlip cannot honour

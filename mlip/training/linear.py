@@ -85,7 +85,7 @@ def fit_output_layers(model: Model, samples: Sequence[Sample], energy_weight: fl
             weights.append(np.full(9, virial_weight))
     design, target, weight = np.vstack(rows), np.concatenate(targets), np.concatenate(weights)
     theta = np.linalg.lstsq(design * weight[:, None], target * weight, rcond=None)[0]
-    return Model(model.config, with_output(jnp.asarray(theta)))
+    return model.with_params(with_output(jnp.asarray(theta)))
 
 
 @with_float64

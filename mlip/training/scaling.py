@@ -33,7 +33,8 @@ def fit_feature_scaling(model: Model, structures: Iterable[Atoms], method: str =
 @with_float64
 def scaling_from_features(model: Model, features: dict[str, np.ndarray], method: str = "standard") -> Model:
     """A copy of ``model`` with feature scaling fitted to precomputed descriptors
-    ``{element: [n_atoms_of_element, n_features(element)]}`` (raw, before scaling)."""
+    ``{element: [n_atoms_of_element, n_features(element)]}`` (raw, before scaling),
+    and their range recorded as the model's feature range (:func:`with_feature_range`)."""
     if method not in ("standard", "minmax"):
         raise ValueError(f"method must be 'standard' or 'minmax', got {method!r}")
     params = jax.tree_util.tree_map(lambda x: x, model.params)
@@ -48,7 +49,17 @@ def scaling_from_features(model: Model, features: dict[str, np.ndarray], method:
         scale = np.where(spread > 1e-12, 1.0 / np.where(spread > 1e-12, spread, 1.0), 1.0)
         params["feature_shift"][element] = jnp.asarray(shift)
         params["feature_scale"][element] = jnp.asarray(scale)
-    return Model(model.config, params)
+    return with_feature_range(model.with_params(params), features)
+
+
+def with_feature_range(model: Model, features: dict[str, np.ndarray]) -> Model:
+    """A copy of ``model`` whose feature range (``[n_features, 2]`` G_min, G_max per
+    element, :attr:`~mlip.model.Model.feature_range`) is that of the raw descriptors
+    ``features`` (``{element: [n_atoms_of_element, n_features]}``, e.g. of the training
+    set); elements without atoms in ``features`` keep no range (never flagged)."""
+    ranges = {element: np.stack([values.min(axis=0), values.max(axis=0)], axis=1)
+              for element, values in features.items() if len(values)}
+    return Model(model.config, model.params, ranges or None)
 
 
 @with_float64
@@ -63,4 +74,4 @@ def fit_reference_energies(model: Model, structures: Sequence[Atoms], energies: 
     params = jax.tree_util.tree_map(lambda x: x, model.params)
     for element, value in zip(model.elements, solution):
         params["reference_energies"][element] = jnp.asarray(value)
-    return Model(model.config, params)
+    return model.with_params(params)
