@@ -10,7 +10,9 @@ the host neighbour list (vesin) that the ASE calculator builds per call, and
 of a rebuild of the jit-compiled cell list that compiled MD loops use.
 ``--backends native jax`` times the compiled descriptor kernel and the JAX one
 (the code before it) in the same run and prints their ratio and energy
-difference.
+difference.  ``--extrapolation`` also times the same call with the per-atom
+extrapolation flags (training range = the structure's own descriptor range) and
+prints the cost ratio.
 """
 
 from __future__ import annotations
@@ -73,10 +75,14 @@ def main() -> None:
                         help="elements of the model; with more than one, the diamond lattice's atoms are "
                              "substituted at random in equal shares (e.g. --elements Si Ge: element-resolved "
                              "functions, one network per element)")
+    parser.add_argument("--extrapolation", action="store_true",
+                        help="also time energy+forces with per-atom extrapolation flags, and the ratio")
     parser.add_argument("--json", help="write results to this JSON file")
     args = parser.parse_args()
 
-    from mlip.model import make_model_functions
+    from mlip.batch import compute_descriptors
+    from mlip.model import feature_bounds, make_model_functions
+    from mlip.training.scaling import with_feature_range
 
     if args.workload == "type3":
         model = Model.create(elements=args.elements, r_cut=args.cutoff, hidden_layers=(25, 25),
@@ -128,11 +134,20 @@ def main() -> None:
                 "neighbor_list_s": nl_s, "neighbor_list_us_per_atom": 1e6 * nl_s / len(atoms),
                 "cell_list_s": cells_s, "cell_list_us_per_atom": 1e6 * cells_s / len(atoms),
             }
+            if args.extrapolation:
+                ranged = with_feature_range(model, compute_descriptors(model, [atoms]))
+                bounds = feature_bounds(model.config, ranged.feature_range, dtype)
+                jax.block_until_ready(evaluate(params, *inputs, bounds))
+                flagged_s = median_time(lambda: jax.block_until_ready(evaluate(params, *inputs, bounds)), n_repeat)
+                row.update({"with_flags_s": flagged_s, "flags_cost_ratio": flagged_s / run_s})
             rows.append(row)
             print(f"{row['atoms']:>7} {row['neighbor_capacity']:>6} {backend:>7} {compile_s:>10.2f} "
                   f"{1e3 * run_s:>10.2f} {row['us_per_atom']:>9.2f} {1e3 * nl_s:>8.2f} "
                   f"{row['neighbor_list_us_per_atom']:>11.2f} {1e3 * cells_s:>9.2f} "
                   f"{row['cell_list_us_per_atom']:>14.2f}")
+            if args.extrapolation:
+                print(f"{'':>15} with extrapolation flags {1e6 * flagged_s / len(atoms):.2f} µs/atom, "
+                      f"x{row['flags_cost_ratio']:.3f} of energy+forces")
         if len(energies) == 2:
             times = {row["kernel"]: row["us_per_atom"] for row in rows[-2:]}
             print(f"{'':>15} native/jax time ratio {times['native'] / times['jax']:.3f}, "
