@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -136,20 +137,20 @@ def test_flipped_byte_is_refused_naming_the_file(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[-100] ^= 0x01
     path.write_bytes(bytes(raw))
-    with pytest.raises(ContainerError, match=f"{path} is corrupt: checksum"):
+    with pytest.raises(ContainerError, match=re.escape(f"{path} is corrupt: checksum")):
         read_container(path, THING)
 
 
 def test_truncated_file_is_refused(tmp_path):
     path = write_container(tmp_path / "c.bin", THING, CONTENT)
     path.write_bytes(path.read_bytes()[:-1])
-    with pytest.raises(ContainerError, match=f"{path} is corrupt"):
+    with pytest.raises(ContainerError, match=re.escape(f"{path} is corrupt")):
         read_container(path, THING)
 
 
 def test_wrong_kind_is_refused_naming_the_file(tmp_path):
     path = write_container(tmp_path / "c.bin", OTHER, CONTENT)
-    with pytest.raises(ContainerError, match=f"{path} is not an mlip thing file"):
+    with pytest.raises(ContainerError, match=re.escape(f"{path} is not an mlip thing file")):
         read_container(path, THING)
 
 
@@ -187,3 +188,16 @@ def test_kind_error_class_is_raised(tmp_path):
         read_container(tmp_path / "missing", kind)
     with pytest.raises(ValueError, match="one line"):
         ContainerKind("bad", b"NO-NEWLINE")
+
+
+def test_mlip_kinds_reject_each_other(tmp_path):
+    from mlip.io import MODEL_FILE, ModelFileError
+    from mlip.md.outputs import RESTART_FILE
+
+    assert MODEL_FILE.magic != RESTART_FILE.magic
+    path = write_container(tmp_path / "model.mlip", MODEL_FILE, CONTENT)
+    with pytest.raises(ContainerError, match=re.escape(f"{path} is not an mlip MD restart file")):
+        read_container(path, RESTART_FILE)
+    path = write_container(tmp_path / "md.restart", RESTART_FILE, CONTENT)
+    with pytest.raises(ModelFileError, match=re.escape(f"{path} is not an mlip model file")):
+        read_container(path, MODEL_FILE)
