@@ -35,7 +35,6 @@ from pathlib import Path
 import flax.serialization
 import jax
 import jax.numpy as jnp
-import msgpack
 import numpy as np
 import pytest
 from ase import Atoms
@@ -46,7 +45,8 @@ from ase.units import GPa
 
 import mlip
 from mlip.calculator import MLIPCalculator
-from mlip.io import load_model, model_from_payload, read_container, save_model
+from mlip.files import read_container
+from mlip.io import load_model, model_from_payload, save_model
 from mlip.model import Model
 from mlip.training import fit_feature_scaling
 from mlip.training.config import config_from_dict
@@ -56,7 +56,8 @@ from mlip.training.evaluate import metrics_by_group, predict_samples
 from mlip.training.features import FeatureDataset, StructureArrays, featurize
 from mlip.training.generate import generate_structures, stillinger_weber_si, write_dataset
 from mlip.training.loss import LossWeights, make_loss, make_predictor
-from mlip.training.trainer import CHECKPOINT_MAGIC, TrainingError, prepare, train
+from mlip.training.checkpoint import CHECKPOINT
+from mlip.training.trainer import TrainingError, prepare, train
 
 from conftest import random_structure
 
@@ -158,8 +159,7 @@ def without_timing(history: list[dict]) -> list[dict]:
 
 def checkpoint_content(directory: Path) -> tuple[dict, dict, Model]:
     """(meta, restored state, starting model) of ``directory/checkpoints/latest.ckpt``."""
-    content = msgpack.unpackb(read_container(directory / "checkpoints" / "latest.ckpt", CHECKPOINT_MAGIC,
-                                             "checkpoint"), raw=False)
+    content = read_container(directory / "checkpoints" / "latest.ckpt", CHECKPOINT).content
     return (json.loads(content["meta"]), flax.serialization.msgpack_restore(content["state"]),
             model_from_payload(content["model"]))
 
