@@ -32,8 +32,7 @@ import jax.numpy as jnp
 import msgpack
 import numpy as np
 
-from mlip import files
-from mlip.files import ContainerError, ContainerKind
+from mlip.files import ContainerError, ContainerKind, read_container, write_container
 from mlip.model import Model, ModelConfig, init_params
 from mlip.precision import float64_scope
 
@@ -183,7 +182,7 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
         ValueError: a parameter is not a float32/float64 array or is not finite;
             nothing (not even a temporary file) is written.
     """
-    return files.write_container(path, MODEL_FILE, model_content(model))
+    return write_container(path, MODEL_FILE, model_content(model))
 
 
 def load_model(path: str | os.PathLike) -> Model:
@@ -195,7 +194,7 @@ def load_model(path: str | os.PathLike) -> Model:
             match its configuration, or a parameter is not a finite float32/float64
             array (the message names it).
     """
-    found = files.read_container(path, MODEL_FILE)
+    found = read_container(path, MODEL_FILE)
     return model_from_content(found.content, path, found.version)
 
 
@@ -219,22 +218,3 @@ def _check_params(config: ModelConfig, params, path) -> None:
                 f"{path}: parameter {key} has shape {tuple(found[key])}, the configuration needs {tuple(shape)}"
             )
     check_param_values(params, ModelFileError, str(path))
-
-
-# ----------------------------------------------------------------------------- transitional
-# The old bytes-level container calls, kept only while mlip.training.trainer's
-# checkpoints still use them; they go once checkpoints call mlip.files directly.
-
-
-def _legacy_kind(magic: bytes, what: str) -> ContainerKind:
-    return MODEL_FILE if magic == MAGIC else ContainerKind(what, magic, error=ModelFileError)
-
-
-def write_container(path: str | os.PathLike, payload: bytes, magic: bytes = MAGIC) -> Path:
-    """Transitional: :func:`mlip.files.write_container` of the msgpack ``payload``."""
-    return files.write_container(path, _legacy_kind(magic, "mlip file"), msgpack.unpackb(payload, raw=False))
-
-
-def read_container(path: str | os.PathLike, magic: bytes = MAGIC, what: str = "mlip model") -> bytes:
-    """Transitional: the msgpack payload of :func:`mlip.files.read_container`."""
-    return msgpack.packb(files.read_container(path, _legacy_kind(magic, what)).content, use_bin_type=True)
