@@ -1,7 +1,7 @@
 """Compiled CPU descriptor kernel: symmetry functions with analytic derivatives.
 
 ``native_descriptors.cc`` computes the same ``[n, n_union]`` values as the JAX
-kernel of :func:`mlip.kernels.symmetry_functions.make_descriptor_kernel` (n2p2
+kernel (:func:`mlip.kernels.descriptors_jax.make_jax_kernel`; n2p2
 types 2, 3 and 9, every cutoff type), visiting each unordered neighbour pair once
 with everything a pair needs shared by all functions, and with hand-written
 derivatives instead of autodiff through the moment expansion or the type-3
@@ -41,6 +41,8 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from mlip.files import atomic_path
+from mlip.kernels.cutoff import CUTOFF_TYPES
+from mlip.kernels.descriptors_jax import make_jax_kernel
 
 ENVIRONMENT_VARIABLE = "MLIP_NATIVE_KERNELS"
 SOURCE = Path(__file__).with_name("native_descriptors.cc")
@@ -131,7 +133,7 @@ def function_table(sf_set) -> tuple[float, ...]:
     """One row per union column of ``sf_set`` (see ``native_descriptors.cc``)."""
     index = {e: n for n, e in enumerate(sf_set.elements)}
     rows = []
-    for kind, neighbors, eta, r_cut, r_shift, lam, zeta in sf_set._union:
+    for kind, neighbors, eta, r_cut, r_shift, lam, zeta in sf_set.union_keys:
         if kind == 2:
             rows.append((2, index[neighbors[0]], -1, eta, r_shift, r_cut, 0.0, 0.0, 1.0))
         else:
@@ -148,9 +150,7 @@ vjp_p = Primitive("mlip_sf_vjp")
 
 @functools.lru_cache(maxsize=64)
 def _reference(sf_set):
-    from mlip.kernels.symmetry_functions import make_descriptor_kernel
-
-    kernel = make_descriptor_kernel(sf_set, backend="jax")
+    kernel = make_jax_kernel(sf_set)
     return lambda r_ij, species: kernel(r_ij, species >= 0, jnp.maximum(species, 0))
 
 
@@ -177,15 +177,9 @@ def _cpu_lowering(target):
 
     def lower(ctx, *operands, sf_set):
         return rule(ctx, *operands, table=np.array(function_table(sf_set), dtype=np.float64),
-                    cutoff_type=np.int64(_cutoff_number(sf_set)), alpha=np.float64(sf_set.cutoff_alpha),
+                    cutoff_type=np.int64(CUTOFF_TYPES[sf_set.cutoff_type]), alpha=np.float64(sf_set.cutoff_alpha),
                     n_elements=np.int64(len(sf_set.elements)))
     return lower
-
-
-def _cutoff_number(sf_set) -> int:
-    from mlip.kernels.cutoff import CUTOFF_TYPES
-
-    return CUTOFF_TYPES[sf_set.cutoff_type]
 
 
 def _reference_values(r_ij, species, *, sf_set):
@@ -205,10 +199,6 @@ for _primitive, _target, _fallback in ((values_p, "values", _reference_values), 
     mlir.register_lowering(_primitive, _cpu_lowering(_target), platform="cpu")
     for _platform in ("cuda", "rocm", "tpu"):
         mlir.register_lowering(_primitive, mlir.lower_fun(_fallback, multiple_results=False), platform=_platform)
-
-
-def _instantiate(tangent, like):
-    return jnp.zeros(like.shape, like.dtype) if type(tangent) is ad.Zero else tangent
 
 
 def _values_jvp(primals, tangents, *, sf_set):
