@@ -2,7 +2,9 @@
 
 A ``.mlip`` file is a :mod:`mlip.files` container of kind :data:`MODEL_FILE`
 (magic line ``MLIP-MODEL``, JSON header with format version and checksum, msgpack
-payload ``{"config": <JSON text>, "params": <tree of arrays>}``), written atomically.
+payload ``{"config": <JSON text>, "params": <tree of arrays>}``, plus
+``"feature_range": {element: [n_features, 2] array}`` when the model knows its
+training range; readers that predate the key ignore it), written atomically.
 
 The checksum makes truncated or corrupted files fail loudly; the configuration is
 rebuilt and every parameter array is checked against the shapes that
@@ -132,7 +134,11 @@ def model_content(model: Model) -> dict:
     """
     params = jax.device_get(model.params)
     check_param_values(params, ValueError, "cannot save model")
-    return {"config": model.config.to_json(), "params": _encode(params)}
+    content = {"config": model.config.to_json(), "params": _encode(params)}
+    if model.feature_range is not None:
+        _check_feature_range(model.config, model.feature_range, ValueError, "cannot save model")
+        content["feature_range"] = _encode({e: np.asarray(r, np.float64) for e, r in model.feature_range.items()})
+    return content
 
 
 def model_payload(model: Model) -> bytes:
@@ -155,13 +161,16 @@ def model_from_content(
         content = READERS[format_version](content)
         config = ModelConfig.from_dict(json.loads(content["config"]))
         params = _decode(content["params"])
+        feature_range = _decode(content["feature_range"]) if "feature_range" in content else None
     except ModelFileError as error:  # from _decode or a migration: add the file name
         raise ModelFileError(f"{path}: {error}") from error
     except Exception as error:  # any decoding problem is a corrupt file
         raise ModelFileError(f"{path}: cannot decode model ({type(error).__name__}: {error})") from error
     _check_params(config, params, path)
+    if feature_range is not None:
+        _check_feature_range(config, feature_range, ModelFileError, str(path))
     with float64_scope():  # float64 arrays stay float64 whatever the host's JAX setting
-        return Model(config, jax.tree_util.tree_map(jnp.asarray, params))
+        return Model(config, jax.tree_util.tree_map(jnp.asarray, params), feature_range)
 
 
 def model_from_payload(
@@ -196,6 +205,21 @@ def load_model(path: str | os.PathLike) -> Model:
     """
     found = read_container(path, MODEL_FILE)
     return model_from_content(found.content, path, found.version)
+
+
+def _check_feature_range(config: ModelConfig, feature_range, error: type[Exception], where: str) -> None:
+    """Raise ``error`` unless ``feature_range`` maps elements of ``config`` to
+    ``[n_features, 2]`` arrays with G_min <= G_max and no NaN."""
+    unknown = sorted(set(feature_range) - set(config.elements))
+    if unknown:
+        raise error(f"{where}: feature range given for element(s) {unknown} the model does not have")
+    for element, values in feature_range.items():
+        values = np.asarray(values)
+        expected = (config.symmetry_functions.n_features(element), 2)
+        if values.shape != expected:
+            raise error(f"{where}: feature range of {element} has shape {values.shape}, expected {expected}")
+        if np.isnan(values).any() or np.any(values[:, 0] > values[:, 1]):
+            raise error(f"{where}: feature range of {element} has NaN or G_min > G_max entries")
 
 
 def _check_params(config: ModelConfig, params, path) -> None:

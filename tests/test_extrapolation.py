@@ -137,3 +137,51 @@ def test_n2p2_files_carry_the_range(trained, tmp_path):
     features = compute_descriptors(back, structures)["Si"]
     np.testing.assert_allclose(back.feature_range["Si"][:, 0], features.min(axis=0), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(back.feature_range["Si"][:, 1], features.max(axis=0), rtol=1e-13, atol=1e-15)
+
+
+def test_md_checks_flag_write_and_stop(trained, calculator, tmp_path):
+    from ase.io import read
+
+    from mlip.md.driver import run_md
+    from mlip.md.settings import ExtrapolationChecks, MDSettings
+
+    model, _ = trained
+    settings = MDSettings(steps=10, block=5, temperature=0.0)
+    frames = tmp_path / "flagged.extxyz"
+    with pytest.warns(ExtrapolationWarning) as caught:
+        result = run_md(model, _compressed(), settings, extrapolation=ExtrapolationChecks(5, frames=frames))
+    assert [str(w.message).split(":")[0] for w in caught] == ["step 5", "step 10"]
+    assert "8 of 8 atoms extrapolate" in str(caught[0].message)
+    assert [r.step for r in result.extrapolation] == [5, 10]
+    written = read(frames, index=":")
+    assert [f.info["step"] for f in written] == [5, 10]
+    # the compiled check agrees with the calculator's flags on the same frame
+    last = written[-1]
+    atoms = last.copy()
+    atoms.calc = calculator
+    calculator.reset()
+    with pytest.warns(ExtrapolationWarning):
+        atoms.get_potential_energy()
+    np.testing.assert_array_equal(last.arrays["extrapolation_count"], calculator.results["extrapolation_count"])
+    np.testing.assert_allclose(last.arrays["extrapolation_excursion"], calculator.results["extrapolation_excursion"],
+                               rtol=1e-9)
+    assert result.extrapolation[-1].values == int(calculator.results["extrapolation_count"].sum())
+    # maxew: past the limit the run stops with the step named, after writing the frame
+    stop = tmp_path / "stop.extxyz"
+    with pytest.raises(ExtrapolationError, match=r"step 5: .* exceed the maximum of 3"):
+        run_md(model, _compressed(), settings, extrapolation=ExtrapolationChecks(5, max_warnings=3, frames=stop))
+    assert len(read(stop, index=":")) == 1
+
+
+def test_md_check_options_are_validated(trained):
+    from mlip.md.driver import run_md
+    from mlip.md.settings import ExtrapolationChecks, MDSettings
+
+    with pytest.raises(ValueError, match="non-negative integer"):
+        ExtrapolationChecks(-1)
+    with pytest.raises(ValueError, match="need checks"):
+        ExtrapolationChecks(0, max_warnings=5)
+    model, _ = trained
+    with pytest.raises(ValueError, match="extrapolation checks='warn' needs a model with a stored feature range"):
+        run_md(Model(model.config, model.params), _compressed(), MDSettings(steps=5, block=5),
+               extrapolation=ExtrapolationChecks(5))

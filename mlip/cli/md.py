@@ -36,6 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", default=None, help="restart file (written every --restart-every steps)")
     parser.add_argument("--restart-every", type=int, default=o.restart_every)
     parser.add_argument("--resume", action="store_true", help="continue from --restart if it exists")
+    parser.add_argument("--extrapolation-every", type=int, default=None,
+                        help="steps between extrapolation checks of the frame against the model's training "
+                             "range; 0: off (default: every --block steps when the model stores its range)")
+    parser.add_argument("--max-extrapolation-warnings", type=int, default=None,
+                        help="stop once more symmetry-function values than this were outside the training "
+                             "range, summed over the checks (n2p2's maxew; default: never)")
+    parser.add_argument("--extrapolation-frames", default=None,
+                        help="append the frames that extrapolate to this file (.extxyz or .traj)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -44,9 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
     from mlip.io import load_model
     from mlip.md.driver import run_md, thermo_table
-    from mlip.md.settings import MDSettings, Outputs
+    from mlip.md.settings import ExtrapolationChecks, MDSettings, Outputs
 
     model = load_model(args.model)
+    every = args.extrapolation_every
+    if every is None:
+        every = args.block if model.feature_range is not None else 0
+    checks = ExtrapolationChecks(every, args.max_extrapolation_warnings, args.extrapolation_frames)
     atoms = read(args.structure, index=-1)
     if not args.keep_velocities and atoms.has("momenta"):
         del atoms.arrays["momenta"]  # Maxwell-Boltzmann momenta at --temperature instead
@@ -55,8 +67,15 @@ def run(args: argparse.Namespace) -> int:
                           block=args.block)
     outputs = Outputs(args.thermo, args.thermo_every, args.trajectory, args.trajectory_every, args.restart,
                       args.restart_every)
-    result = run_md(model, atoms, settings, outputs, resume=args.resume, progress=not args.no_progress)
+    result = run_md(model, atoms, settings, outputs, resume=args.resume, progress=not args.no_progress,
+                    extrapolation=checks)
     print(thermo_table(result))
+    if checks.every:
+        flagged = result.extrapolation
+        print(f"extrapolation: {len(flagged)} of {result.steps // checks.every} checks (every {checks.every} steps) "
+              "found atoms outside the training range"
+              + (f", first at step {flagged[0].step}, largest excursion {max(r.excursion for r in flagged):.3g} "
+                 "x the range" if flagged else ""))
     print(f"{result.steps} steps in {result.seconds:.1f} s ({result.ns_per_day:.3g} ns/day incl. "
           f"{result.compile_seconds:.1f} s for the first block), {result.neighbor_rebuilds} neighbour-list "
           f"rebuilds, {result.replays} replayed block(s); thermo log {args.thermo}")

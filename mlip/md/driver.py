@@ -16,7 +16,9 @@ Output, all optional (the files: :mod:`mlip.md.outputs`): a CSV thermo log every
 forces and, for periodic cells, stress) every ``trajectory_every`` steps, and a
 restart file (atomic, checksummed) every ``restart_every`` steps and at the end;
 ``resume=True`` continues a killed run from it, dropping log rows and frames
-written after it.  Units: temperature K,
+written after it.  Extrapolation checks (:mod:`mlip.md.extrapolation`) compare
+every ``every``-th frame with the model's training range, warn, write the frame
+and stop past ``max_warnings``.  Units: temperature K,
 pressure GPa, time step and coupling times fs, thermo columns as named.
 """
 
@@ -26,6 +28,7 @@ import dataclasses
 import hashlib
 import math
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,7 +45,9 @@ from mlip.md.ensembles import ENSEMBLES, Ensemble, ForceField, StepParameters, i
 from mlip.md.outputs import (
     append_frame, append_thermo, load_restart, save_restart, start_thermo, trajectory_frame, truncate_outputs,
 )
-from mlip.md.settings import MDSettings, Outputs
+from mlip.extrapolation import ExtrapolationWarning
+from mlip.md.extrapolation import ExtrapolationMonitor, ExtrapolationRecord
+from mlip.md.settings import ExtrapolationChecks, MDSettings, Outputs
 from mlip.md.state import MDState, kinetic_energy, pressure_tensor, volume
 from mlip.md.system import MDSystem
 from mlip.model import Model
@@ -87,6 +92,8 @@ class MDResult:
         replays: blocks redone after a neighbour-list overflow.
         neighbor_rebuilds: list rebuilds inside the compiled steps.
         timestep_fs: the time step, fs.
+        extrapolation: the extrapolation checks of this call that found atoms
+            outside the training range (empty without checks).
     """
 
     atoms: Atoms
@@ -98,6 +105,7 @@ class MDResult:
     neighbor_rebuilds: int
     timestep_fs: float
     columns: tuple[str, ...] = field(default=THERMO_COLUMNS)
+    extrapolation: list[ExtrapolationRecord] = field(default_factory=list)
 
     @property
     def ns_per_day(self) -> float:
@@ -210,6 +218,7 @@ class Segment:
         thermo: ``[rows, len(THERMO_COLUMNS)]`` rows logged every ``thermo_every`` steps.
         seconds, compile_seconds: wall time in all and of the first block.
         replays, neighbor_rebuilds: blocks redone after an overflow; list rebuilds.
+        extrapolation: checks that found atoms outside the training range.
     """
 
     state: MDState
@@ -219,6 +228,7 @@ class Segment:
     compile_seconds: float
     replays: int
     neighbor_rebuilds: int
+    extrapolation: list[ExtrapolationRecord] = field(default_factory=list)
 
 
 # Compiled force fields, ensembles and blocks of recent simulations with the default
@@ -306,20 +316,27 @@ class Simulation:
         return state, neighbors
 
     def run(self, state: MDState, neighbors: CellListState, parameters: StepParameters, until: int,
-            outputs: Outputs = Outputs(), progress: bool = False) -> Segment:
+            outputs: Outputs = Outputs(), progress: bool = False,
+            extrapolation: ExtrapolationChecks = ExtrapolationChecks()) -> Segment:
         """Integrate from ``state`` up to step ``until``, writing ``outputs``.  With
         ``parameters.lam`` an array of ``until - state.step`` values, step ``k`` of the
-        segment runs at ``lam[k]`` (a switching schedule).
+        segment runs at ``lam[k]`` (a switching schedule).  ``extrapolation`` checks
+        frames against the model's training range (an
+        :class:`~mlip.extrapolation.ExtrapolationWarning` per check that finds any).
 
         Raises:
             ValueError: atoms came closer than ``r_min`` or non-finite positions
-                (the step and the atoms are named).
+                (the step and the atoms are named); extrapolation checks for a model
+                without a stored feature range.
             MDError: a non-finite energy.
+            ExtrapolationError: more extrapolation warnings than ``extrapolation.max_warnings``.
         """
         system, settings = self.system, self.settings
+        monitor = ExtrapolationMonitor(system, extrapolation) if extrapolation.every else None
         block_length = settings.block
-        for path, every in ((outputs.trajectory, outputs.trajectory_every), (outputs.restart, outputs.restart_every)):
-            if path:
+        for wanted, every in ((outputs.trajectory, outputs.trajectory_every),
+                              (outputs.restart, outputs.restart_every), (monitor, extrapolation.every)):
+            if wanted:
                 block_length = math.gcd(block_length, int(every))
         thermo_every = int(outputs.thermo_every)
         if outputs.thermo:
@@ -365,6 +382,10 @@ class Simulation:
                 append_frame(outputs.trajectory, trajectory_frame(system, state, step))
             if outputs.restart and (step % outputs.restart_every == 0 or step == until):
                 save_restart(outputs.restart, state, settings, system)
+            if monitor is not None and step % extrapolation.every == 0:
+                line = monitor.check(state, neighbors, step)
+                if line is not None:
+                    warnings.warn(line, ExtrapolationWarning, stacklevel=2)
             if bar is not None:
                 elapsed = time.perf_counter() - started
                 bar.update(n)
@@ -372,7 +393,8 @@ class Simulation:
         if bar is not None:
             bar.close()
         return Segment(state, neighbors, np.array(rows, np.float64).reshape(-1, len(THERMO_COLUMNS)),
-                       time.perf_counter() - started, compile_seconds, replays, rebuilds)
+                       time.perf_counter() - started, compile_seconds, replays, rebuilds,
+                       [] if monitor is None else monitor.records)
 
 
 def initial_momenta(atoms: Atoms, settings: MDSettings) -> np.ndarray:
@@ -388,8 +410,10 @@ def initial_momenta(atoms: Atoms, settings: MDSettings) -> np.ndarray:
 
 @with_float64
 def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outputs: Outputs = Outputs(),
-           resume: bool = False, progress: bool = False) -> MDResult:
-    """Integrate ``atoms`` with ``model`` as ``settings`` say, writing ``outputs``.
+           resume: bool = False, progress: bool = False,
+           extrapolation: ExtrapolationChecks = ExtrapolationChecks()) -> MDResult:
+    """Integrate ``atoms`` with ``model`` as ``settings`` say, writing ``outputs``,
+    with ``extrapolation`` checks (:class:`~mlip.md.settings.ExtrapolationChecks`).
 
     Raises:
         ValueError: bad input (unknown element, atoms closer than ``r_min``, NaN),
@@ -406,11 +430,11 @@ def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outp
         neighbors = system.allocate_neighbors(state.position, state.cell)
         truncate_outputs(outputs, int(state.step))
     start_step = int(state.step)
-    segment = simulation.run(state, neighbors, parameters, settings.steps, outputs, progress)
+    segment = simulation.run(state, neighbors, parameters, settings.steps, outputs, progress, extrapolation)
     end_step = int(segment.state.step)
     return MDResult(trajectory_frame(system, segment.state, end_step), segment.thermo, end_step - start_step,
                     segment.seconds, segment.compile_seconds, segment.replays, segment.neighbor_rebuilds,
-                    settings.timestep)
+                    settings.timestep, extrapolation=segment.extrapolation)
 
 
 def thermo_table(result: MDResult, columns: Sequence[str] = SUMMARY_COLUMNS, last: int = 5) -> str:

@@ -86,3 +86,36 @@ class Outputs:
     trajectory_every: int = 100
     restart: str | os.PathLike | None = None
     restart_every: int = 1000
+
+
+@dataclass(frozen=True)
+class ExtrapolationChecks:
+    """Extrapolation checks of an MD run (n2p2's ``showewsum``/``maxew`` at the
+    granularity of ``every`` steps): at every ``every``-th step the symmetry
+    functions of the current frame are compared with the model's training range
+    (:attr:`mlip.model.Model.feature_range`).
+
+    Attributes:
+        every: steps between checks; 0 turns them off.  A check costs one descriptor
+            evaluation (no derivatives), so with ``every`` of tens of steps it adds
+            well under 1 % to a run.
+        max_warnings: stop the run (``ExtrapolationError``, after writing the frame)
+            once more than this many symmetry-function values, summed over the
+            checked frames, were outside the range (n2p2's ``maxew``); None: never.
+        frames: extxyz or ``.traj`` file the extrapolating frames are appended to
+            (``info["step"]``, per-atom ``extrapolation_count`` and
+            ``extrapolation_excursion`` arrays); None: not written.
+    """
+
+    every: int = 0
+    max_warnings: int | None = None
+    frames: str | os.PathLike | None = None
+
+    def __post_init__(self):
+        if int(self.every) != self.every or self.every < 0:
+            raise ValueError(f"extrapolation check interval must be a non-negative integer, got {self.every}")
+        if self.max_warnings is not None and (int(self.max_warnings) != self.max_warnings or self.max_warnings < 0):
+            raise ValueError(f"max extrapolation warnings must be a non-negative integer, got {self.max_warnings}")
+        if self.every == 0 and (self.max_warnings is not None or self.frames is not None):
+            raise ValueError("max extrapolation warnings and extrapolation frames need checks: give a check "
+                             "interval (every > 0)")
