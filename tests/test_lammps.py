@@ -29,6 +29,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from mlip.calculator import MLIPCalculator
+from mlip.extrapolation import ExtrapolationWarning
 from mlip.lammps import DomainEvaluator, command_words, split_commands
 from conftest import SI_RANDOM_FEATURE
 
@@ -385,3 +386,54 @@ def test_lammps_bad_inputs(tmp_path):
     for name, (_, message) in BAD_INPUTS.items():
         status, stderr = results[name]
         assert status == 1 and message in stderr, (name, stderr)
+
+
+def _ranged(si_model):
+    """``si_model`` with the training range of one rattled 64-atom cell, so other
+    strained cells extrapolate on some atoms."""
+    from mlip.batch import compute_descriptors
+    from mlip.training.scaling import with_feature_range
+
+    return with_feature_range(si_model, compute_descriptors(si_model, [strained_si(seed=2)]))
+
+
+def test_rank_flags_equal_the_calculator(si_model):
+    model = _ranged(si_model)
+    atoms = strained_si(seed=1)
+    calc = MLIPCalculator(model)
+    with pytest.warns(ExtrapolationWarning, match="atoms extrapolate"):
+        calc.get_potential_energy(atoms)
+    count, excursion = calc.results["extrapolation_count"], calc.results["extrapolation_excursion"]
+    assert 0 < (count > 0).sum() < len(atoms)  # some atoms outside the range, not all
+    evaluator = DomainEvaluator(model, extrapolation=True)
+    rank_count, rank_excursion = np.full(len(atoms), -1), np.full(len(atoms), np.nan)
+    for positions, ids, n_local in decompose(atoms, 2, 2 * model.cutoff + 0.5, seed=3):
+        result = evaluator.evaluate(positions, np.zeros(len(ids), dtype=int), n_local, rebuild=True, ids=ids)
+        rank_count[ids[:n_local]] = result.extrapolation_count
+        rank_excursion[ids[:n_local]] = result.extrapolation_excursion
+    np.testing.assert_array_equal(rank_count, count)
+    np.testing.assert_allclose(rank_excursion, excursion, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="needs a model with a stored feature range"):
+        DomainEvaluator(si_model, extrapolation=True)
+
+
+def test_lammps_extrapolation_warnings(si_model, tmp_path):
+    pytest.importorskip("mpi4py")
+    pytest.importorskip("lammps")
+    from mlip.io import save_model
+
+    model_path = save_model(_ranged(si_model), tmp_path / "ranged.mlip")
+    (tmp_path / "in.ew").write_text(ORTHOGONAL + "comm_modify cutoff 10\nfix mlip all external pf/callback 1 1\n"
+                                    "run 2\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), *sys.path]))
+    base = [sys.executable, "-m", "mlip.cli", "lammps", str(model_path), "in.ew", "--log", "none", "--no-screen"]
+    shown = subprocess.run(base + ["--showew", "--showewsum", "1"], capture_output=True, text=True, cwd=tmp_path,
+                           env=env, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    per_step = [int(m) for m in re.findall(r"mlip: step \d+: (\d+) extrapolation warning\(s\) on", shown.stdout)]
+    assert len(per_step) == 3 and min(per_step) > 0  # steps 0, 1, 2
+    total = int(re.search(r"(\d+) extrapolation warning\(s\)$", shown.stdout.strip()).group(1))
+    assert total == sum(per_step)
+    stopped = subprocess.run(base + ["--maxew", str(per_step[0] - 1)], capture_output=True, text=True,
+                             cwd=tmp_path, env=env, timeout=300)
+    assert stopped.returncode == 1 and f"exceed maxew = {per_step[0] - 1}" in stopped.stderr, stopped.stderr[-2000:]

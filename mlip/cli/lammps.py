@@ -26,19 +26,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LAMMPS index variable, as lmp -var NAME VALUE (repeatable)")
     parser.add_argument("--log", default="log.lammps", help="LAMMPS log file, 'none' for none (default %(default)s)")
     parser.add_argument("--no-screen", action="store_true", help="no LAMMPS screen output")
+    parser.add_argument("--showew", action="store_true",
+                        help="print a line at every step with extrapolation warnings (n2p2's showew)")
+    parser.add_argument("--showewsum", type=int, default=0,
+                        help="every N steps print the extrapolation warnings counted since the last summary "
+                             "(n2p2's showewsum; default 0: never)")
+    parser.add_argument("--maxew", type=int, default=None,
+                        help="stop once more extrapolation warnings than this were counted (n2p2's maxew; "
+                             "default: never)")
+    parser.add_argument("--resetew", action="store_true", help="count --maxew per step instead of in all")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlip.lammps import run_input
+    from mlip.lammps import Extrapolation, run_input
 
+    extrapolation = Extrapolation(args.showew, args.showewsum, args.maxew, args.resetew)
     summary = run_input(args.model, args.input, elements=args.elements, dtype=args.dtype, skin=args.skin,
                         variables=dict(args.var), log=None if args.log == "none" else args.log,
-                        screen=not args.no_screen)
+                        screen=not args.no_screen, extrapolation=extrapolation)
     from mpi4py import MPI
 
     if MPI.COMM_WORLD.Get_rank() == 0:
         print(f"mlip lammps: {summary.atoms} atoms on {summary.ranks} rank(s), {summary.callbacks} force-field "
               f"calls, {1e3 * summary.seconds_per_call:.3g} ms per call after the first on rank 0 "
               f"({1e3 * summary.model_seconds_per_call:.3g} ms neighbour list + model), "
-              f"{summary.neighbor_builds} neighbour-list builds, {summary.compilations} compiled shape(s)")
+              f"{summary.neighbor_builds} neighbour-list builds, {summary.compilations} compiled shape(s), "
+              f"{summary.extrapolation_warnings} extrapolation warning(s)")
     return 0

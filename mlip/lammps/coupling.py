@@ -23,6 +23,13 @@ of them in the same collective call, LAMMPS is asked to stop the run after the
 current step (``force_timeout``) and :meth:`MLIPFix.raise_error` (called by
 :meth:`MLIPFix.command` and the input runner after each ``run``) raises them.
 
+Extrapolation warnings (models that store their training range), with the knobs
+of n2p2's ``pair_style hdnnp`` (:class:`Extrapolation`): every symmetry-function
+value of a local atom outside [G_min, G_max] is one warning, summed over ranks in
+the same collective call; ``showew`` prints a line at each step that has any,
+``showewsum N`` the count of the last N steps, ``maxew M`` stops the run once more
+than M warnings were counted (since the start, or in this step with ``resetew``).
+
 Units: LAMMPS ``metal`` (eV, Å, ps; virial in eV) only.
 """
 
@@ -97,6 +104,31 @@ class FixStatistics:
         return _mean(self.model_seconds, skip)
 
 
+@dataclass(frozen=True)
+class Extrapolation:
+    """Extrapolation-warning settings of an :class:`MLIPFix`, as n2p2's ``pair_style
+    hdnnp`` names them.
+
+    Attributes:
+        showew: print a line (rank 0) at every step with warnings.
+        showewsum: every this many steps print the warnings counted since the last
+            summary; 0: never.
+        maxew: stop the run once more warnings than this were counted; None: never.
+        resetew: count ``maxew`` per step instead of since the start.
+    """
+
+    showew: bool = False
+    showewsum: int = 0
+    maxew: int | None = None
+    resetew: bool = False
+
+    def __post_init__(self):
+        if int(self.showewsum) != self.showewsum or self.showewsum < 0:
+            raise ValueError(f"showewsum must be a non-negative integer, got {self.showewsum}")
+        if self.maxew is not None and (int(self.maxew) != self.maxew or self.maxew < 0):
+            raise ValueError(f"maxew must be a non-negative integer, got {self.maxew}")
+
+
 def _mean(values: list[float], skip: int) -> float:
     timed = values[skip:] if len(values) > skip else values
     return float(np.mean(timed)) if timed else float("nan")
@@ -123,6 +155,9 @@ class MLIPFix:
         evaluator: a :class:`~mlip.lammps.domain.DomainEvaluator` of ``model`` to
             reuse (its compiled shapes), instead of a new one from ``dtype``,
             ``skin`` and ``chunk_size``.
+        extrapolation: warning settings (:class:`Extrapolation`); the default counts
+            warnings (:attr:`extrapolation_warnings`) whenever the model stores its
+            training range, and prints and stops on nothing.
 
     Raises:
         ValueError: units other than ``metal``, a 2d simulation, a missing fix, an
@@ -132,7 +167,8 @@ class MLIPFix:
 
     def __init__(self, lmp, model: Model | str | os.PathLike, fix_id: str = "mlip",
                  elements: Sequence[str] | None = None, dtype: str = "float64", skin: float = 0.3,
-                 chunk_size: int = 1024, evaluator: DomainEvaluator | None = None):
+                 chunk_size: int = 1024, evaluator: DomainEvaluator | None = None,
+                 extrapolation: Extrapolation = Extrapolation()):
         _, MPI = import_lammps()
         if not isinstance(model, Model):
             from mlip.io import load_model
@@ -152,7 +188,14 @@ class MLIPFix:
         self.elements = None if elements is None else tuple(elements)
         if evaluator is not None and evaluator.model is not model:
             raise ValueError("the evaluator given belongs to another model")
-        self.evaluator = evaluator or DomainEvaluator(model, dtype=dtype, skin=skin, chunk_size=chunk_size)
+        self.evaluator = evaluator or DomainEvaluator(model, dtype=dtype, skin=skin, chunk_size=chunk_size,
+                                                      extrapolation=model.feature_range is not None)
+        if extrapolation != Extrapolation() and not self.evaluator.extrapolation:
+            raise ValueError("extrapolation warnings (showew, showewsum, maxew) need a model that stores its "
+                             "training range (mlip train records it; n2p2 potentials bring scaling.data's)")
+        self.extrapolation = extrapolation
+        self.extrapolation_warnings = 0  # counted since the fix was attached (all ranks)
+        self._since_summary = 0
         self.statistics = FixStatistics()
         self.error: Exception | None = None
         self.comm_cutoff = 0.0
@@ -257,6 +300,27 @@ class MLIPFix:
         result = self.evaluator.evaluate(positions, type_species[types], nlocal, rebuild=rebuilt, ids=ids)
         return result, moved
 
+    def _count_extrapolation(self, step: int, warnings: int, atoms: int, excursion: float) -> Exception | None:
+        """Apply the :class:`Extrapolation` settings to this step's warnings (the same
+        numbers on every rank); the error that stops the run past ``maxew``."""
+        settings = self.extrapolation
+        self.extrapolation_warnings += warnings
+        self._since_summary += warnings
+        line = (f"step {step}: {warnings} extrapolation warning(s) on {atoms} atom(s), largest excursion "
+                f"{excursion:.3g} x the training range")
+        if settings.showew and warnings and self.rank == 0:
+            print(f"mlip: {line}", flush=True)
+        if settings.showewsum and step % settings.showewsum == 0:
+            if self.rank == 0:
+                print(f"mlip: step {step}: {self._since_summary} extrapolation warning(s) in the last "
+                      f"{settings.showewsum} steps, {self.extrapolation_warnings} in all", flush=True)
+            self._since_summary = 0
+        counted = warnings if settings.resetew else self.extrapolation_warnings
+        if settings.maxew is not None and counted > settings.maxew:
+            return ValueError(f"{line}: {counted} warnings {'in this step ' if settings.resetew else ''}exceed "
+                              f"maxew = {settings.maxew}")
+        return None
+
     def _callback(self, caller: Any, ntimestep: int, nlocal: int, tag, x, f) -> None:
         """``fix external`` callback: forces into ``f``, global energy and virial."""
         MPI = self._MPI
@@ -268,7 +332,9 @@ class MLIPFix:
         except Exception as exc:  # reported collectively below; LAMMPS cannot take it
             error = exc
         model_done = time.perf_counter()
-        largest = np.array([moved])
+        count = None if result is None else result.extrapolation_count
+        largest = np.array([moved, 0.0 if count is None or not count.size else
+                            float(result.extrapolation_excursion.max())])
         self.comm.Allreduce(MPI.IN_PLACE, largest, op=MPI.MAX)
         if error is None and 2.0 * self.model.cutoff + moved + largest[0] > self.comm_cutoff * (1.0 + 1e-12):
             error = ValueError(
@@ -277,14 +343,20 @@ class MLIPFix:
                 f"{self.comm_cutoff:g} Å no longer covers 2 x the model cutoff ({self.required_cutoff:g} Å) plus "
                 f"that motion: increase `comm_modify cutoff` to at least {self.required_cutoff:g} Å + the "
                 "neighbour skin, or re-neighbour more often")
-        totals = np.zeros(8)
+        totals = np.zeros(10)
         if error is None:
             w = result.virial
             # LAMMPS's virial is sum r (x) F = -dE/d(strain), order xx yy zz xy xz yz
             totals[:7] = [result.energy, -w[0, 0], -w[1, 1], -w[2, 2], -w[0, 1], -w[0, 2], -w[1, 2]]
+            if count is not None:
+                totals[8:] = [count.sum(), (count > 0).sum()]
         else:
             totals[7] = 1.0
         self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
+        if totals[7] == 0:
+            error = self._count_extrapolation(int(ntimestep), int(totals[8]), int(totals[9]), float(largest[1]))
+            if error is not None:
+                totals[7] = 1.0
         if totals[7] > 0:
             messages = self.comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
             described = "; ".join(f"rank {rank}: {m}" for rank, m in enumerate(messages) if m is not None)

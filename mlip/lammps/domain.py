@@ -48,8 +48,9 @@ from ase import Atoms
 from ase.data import atomic_numbers
 
 from mlip.batch import atom_bucket, check_distances, element_rows, prepare_structure
+from mlip.extrapolation import resolve_policy
 from mlip.kernels.neighbor_list import VerletNeighborList
-from mlip.model import Model, ModelConfig, cast_params, make_model_functions
+from mlip.model import Model, ModelConfig, cast_params, feature_bounds, make_model_functions
 from mlip.precision import DTYPES, with_float64
 
 _OPEN = np.zeros(3, dtype=bool)
@@ -67,6 +68,10 @@ class DomainResult(NamedTuple):
         virial: ``[3, 3]`` sum of the local atoms' virials ``dE/d(strain)``, eV
             (mlip's convention: ASE stress = virial / volume).
         virials: ``[n_local, 3, 3]`` per-atom virials of the local atoms, eV.
+        extrapolation_count, extrapolation_excursion: ``[n_local]`` symmetry
+            functions outside the training range and the largest excursion (units
+            of the range) of the local atoms (:class:`mlip.model.Extrapolation`);
+            None unless the evaluator computes them.
     """
 
     energy: float
@@ -74,11 +79,14 @@ class DomainResult(NamedTuple):
     forces: np.ndarray
     virial: np.ndarray
     virials: np.ndarray
+    extrapolation_count: np.ndarray | None = None
+    extrapolation_excursion: np.ndarray | None = None
 
 
 def make_domain_function(config: ModelConfig, chunk_size: int = 1024):
     """Pure, jit-able ``(params, positions, species, centre_species, idx, owner,
-    n_local, element_rows) -> (energy, energies, forces, virial, virials)`` for one rank.
+    n_local, element_rows, bounds) -> (energy, energies, forces, virial, virials,
+    extrapolation)`` for one rank.
 
     Rows of the padded arrays: the first ``C = idx.shape[0]`` rows are the centres
     (local atoms first, rows ``< n_local``; then ghosts owned by other ranks), the
@@ -97,15 +105,17 @@ def make_domain_function(config: ModelConfig, chunk_size: int = 1024):
         n_local: number of local atoms (traced).
         element_rows: per element, the centre rows of that element
             (:func:`mlip.batch.element_rows` of ``centre_species``), or None.
+        bounds: the training range (:func:`mlip.model.feature_bounds`), or None.
 
     Returns ``energy`` (eV, sum over local rows), ``energies`` (``[C]`` eV),
     ``forces`` (``[N, 3]`` eV/Å, complete on the local rows), ``virial``
     (``[3, 3]`` eV, sum of the local rows' virials) and ``virials`` (``[C, 3, 3]``
-    eV, per centre).
+    eV, per centre), and with ``bounds`` the centres' :class:`~mlip.model.Extrapolation`
+    (None without).
     """
     functions = make_model_functions(config, chunk_size)
 
-    def evaluate(params, positions, species, centre_species, idx, owner, n_local, element_rows=None):
+    def evaluate(params, positions, species, centre_species, idx, owner, n_local, element_rows=None, bounds=None):
         n_rows, n_centres = positions.shape[0], idx.shape[0]
         mask = idx < n_rows
         j = jnp.where(mask, idx, 0)
@@ -124,16 +134,17 @@ def make_domain_function(config: ModelConfig, chunk_size: int = 1024):
             deformed = r_ij + jnp.einsum("cmx,cxy->cmy", r_ij, strains)
             features = functions.descriptors_from_pairs(deformed, mask, species_j)
             energies = functions.energies_from_features(params, features, centre_species, element_rows)
-            return jnp.sum(energies), energies
+            return jnp.sum(energies), (energies, None if bounds is None else features)
 
         strains = jnp.zeros((n_centres, 3, 3), dtype=positions.dtype)
-        (_, energies), (d_positions, d_strains) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(
-            positions, strains)
+        (_, (energies, features)), (d_positions, d_strains) = jax.value_and_grad(
+            total, argnums=(0, 1), has_aux=True)(positions, strains)
+        flags = None if bounds is None else functions.extrapolation(features, centre_species, bounds)
         forces = -jnp.zeros_like(d_positions).at[owner].add(d_positions, mode="drop")
         virials = 0.5 * (d_strains + jnp.swapaxes(d_strains, 1, 2))
         energy = jnp.sum(jnp.where(local_centre, energies, 0.0))
         virial = jnp.sum(jnp.where(local_centre[:, None, None], virials, 0.0), axis=0)
-        return energy, energies, forces, virial, virials
+        return energy, energies, forces, virial, virials, flags
 
     return evaluate
 
@@ -172,10 +183,13 @@ class DomainEvaluator:
             centres) are collected out to ``cutoff + skin`` and reused until the two
             largest displacements have used the skin up.
         chunk_size: atoms processed per chunk inside the kernel (memory bound).
+        extrapolation: also compute the local atoms' extrapolation flags (the
+            model must store its training range).
     """
 
     @with_float64
-    def __init__(self, model: Model, dtype: str = "float64", skin: float = 0.3, chunk_size: int = 1024):
+    def __init__(self, model: Model, dtype: str = "float64", skin: float = 0.3, chunk_size: int = 1024,
+                 extrapolation: bool = False):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if skin < 0:
@@ -185,6 +199,9 @@ class DomainEvaluator:
         self.skin = float(skin)
         self._params = cast_params(model.params, self.dtype)
         self._function = compiled_domain_function(model.config, int(chunk_size))
+        if extrapolation:
+            resolve_policy(model, "warn", "extrapolation")  # the model must store its range
+        self._bounds = feature_bounds(model.config, model.feature_range, self.dtype) if extrapolation else None
         self._numbers = np.array([atomic_numbers[e] for e in model.elements])
         self._neighbors: VerletNeighborList | None = None
         self._seen_builds = 0
@@ -193,6 +210,11 @@ class DomainEvaluator:
         self._layout: _Layout | None = None
         self._capacity: int | None = None
         self.n_builds = 0  # neighbour-list (and layout) builds
+
+    @property
+    def extrapolation(self) -> bool:
+        """Whether results carry the local atoms' extrapolation flags."""
+        return self._bounds is not None
 
     @property
     def cutoff(self) -> float:
@@ -240,7 +262,9 @@ class DomainEvaluator:
         if not finite.all():
             raise ValueError(f"positions of atoms {names[~finite][:10].tolist()} are NaN or infinite")
         if n_local == 0:
-            return DomainResult(0.0, np.zeros(0), np.zeros((0, 3)), np.zeros((3, 3)), np.zeros((0, 3, 3)))
+            none = None if self._bounds is None else np.zeros(0, dtype=np.int32)
+            return DomainResult(0.0, np.zeros(0), np.zeros((0, 3)), np.zeros((3, 3)), np.zeros((0, 3, 3)), none,
+                                None if none is None else np.zeros(0))
         if np.any((species < 0) | (species >= len(self.model.elements))):
             raise ValueError(f"element indices must lie in [0, {len(self.model.elements)}), got "
                              f"{sorted(set(species.tolist()))}")
@@ -262,14 +286,17 @@ class DomainEvaluator:
         else:
             self._check_distances(layout, positions, names)
         layout.buffer[: len(layout.order)] = shifted[layout.order]
-        energy, energies, forces, virial, virials = self._function(
-            self._params, jnp.asarray(layout.buffer, self.dtype), *layout.arrays[:4], n_local, layout.arrays[4])
+        energy, energies, forces, virial, virials, flags = self._function(
+            self._params, jnp.asarray(layout.buffer, self.dtype), *layout.arrays[:4], n_local, layout.arrays[4],
+            self._bounds)
         return DomainResult(
             float(energy),
             np.asarray(energies, dtype=np.float64)[:n_local],
             np.asarray(forces, dtype=np.float64)[:n_local],
             np.asarray(virial, dtype=np.float64),
             np.asarray(virials, dtype=np.float64)[:n_local],
+            None if flags is None else np.asarray(flags.count)[:n_local],
+            None if flags is None else np.asarray(flags.excursion, dtype=np.float64)[:n_local],
         )
 
     def _build_layout(self, positions: np.ndarray, shifted: np.ndarray, species: np.ndarray, n_local: int,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from mlip.lammps.coupling import FixStatistics, MLIPFix, import_lammps
+from mlip.lammps.coupling import Extrapolation, FixStatistics, MLIPFix, import_lammps
 from mlip.lammps.domain import DomainEvaluator
 from mlip.model import Model
 
@@ -84,6 +84,9 @@ class RunSummary:
         model_seconds_per_call: its neighbour-list, padding and model part, s.
         neighbor_builds: builds of this rank's neighbour list.
         compilations: shapes the compiled function was compiled for.
+        extrapolation_warnings: symmetry-function values of atoms outside the
+            model's training range, summed over steps and ranks (0 for a model
+            without a stored range).
     """
 
     ranks: int
@@ -93,12 +96,13 @@ class RunSummary:
     model_seconds_per_call: float
     neighbor_builds: int
     compilations: int
+    extrapolation_warnings: int = 0
 
 
 def run_input(model: Model | str | os.PathLike, input_path: str | os.PathLike,
               elements: Sequence[str] | None = None, dtype: str = "float64", skin: float = 0.3,
               variables: dict[str, str] | None = None, log: str | os.PathLike | None = "log.lammps",
-              screen: bool = True, comm=None) -> RunSummary:
+              screen: bool = True, comm=None, extrapolation: Extrapolation = Extrapolation()) -> RunSummary:
     """Run the LAMMPS input ``input_path`` with ``model`` as its force field.
 
     Call on every MPI rank (``mpirun -np N python script.py`` or ``mpirun -np N mlip
@@ -116,6 +120,7 @@ def run_input(model: Model | str | os.PathLike, input_path: str | os.PathLike,
         log: LAMMPS log file (None: no log).
         screen: LAMMPS screen output on rank 0.
         comm: mpi4py communicator (default ``MPI.COMM_WORLD``).
+        extrapolation: n2p2-style warning settings (:class:`~mlip.lammps.coupling.Extrapolation`).
 
     Raises:
         ValueError: a bad input for mlip (see :class:`MLIPFix`; no ``fix external``
@@ -133,7 +138,8 @@ def run_input(model: Model | str | os.PathLike, input_path: str | os.PathLike,
         args += ["-screen", "none"]
     for name, value in (variables or {}).items():
         args += ["-var", str(name), str(value)]
-    evaluator = DomainEvaluator(model, dtype=dtype, skin=skin)  # one for every fix: compiled shapes are kept
+    # one for every fix: compiled shapes are kept
+    evaluator = DomainEvaluator(model, dtype=dtype, skin=skin, extrapolation=model.feature_range is not None)
     lmp = lammps.lammps(cmdargs=args, comm=comm)
     state: dict = {"fix": None, "fixes": [], "atoms": 0}
 
@@ -175,7 +181,8 @@ def run_input(model: Model | str | os.PathLike, input_path: str | os.PathLike,
                                      "external pf/callback 1 1` (called and applied every step)")
                 if fix is not None and fix.fix_id != words[1]:
                     raise ValueError(f"a second fix external ({words[1]!r}) while {fix.fix_id!r} holds the model")
-                state["fix"] = MLIPFix(lmp, model, words[1], elements=elements, evaluator=evaluator)
+                state["fix"] = MLIPFix(lmp, model, words[1], elements=elements, evaluator=evaluator,
+                                       extrapolation=extrapolation)
                 state["fixes"].append(state["fix"])
         return True
 
@@ -194,6 +201,7 @@ def run_input(model: Model | str | os.PathLike, input_path: str | os.PathLike,
             model_seconds_per_call=stats.mean_model_seconds(skip=0),
             neighbor_builds=evaluator.n_builds,
             compilations=evaluator.n_compilations,
+            extrapolation_warnings=sum(fix.extrapolation_warnings for fix in state["fixes"]),
         )
     finally:
         lmp.close()
