@@ -51,7 +51,8 @@ def load_checkpoint(path: str | os.PathLike, template: TrainState) -> tuple[Trai
         ModelFileError: unreadable, corrupt or not a checkpoint (the message names the file).
     """
     content = read_container(path, CHECKPOINT).content
-    state = flax.serialization.from_bytes(template, content["state"])
-    best_params = flax.serialization.from_bytes(template.params, content["best_params"])
+    # on the device like a fresh state, so the train step's compiled code is reused
+    state = jax.device_put(flax.serialization.from_bytes(template, content["state"]))
+    best_params = jax.device_put(flax.serialization.from_bytes(template.params, content["best_params"]))
     progress = Progress(best_params=best_params, **json.loads(content["meta"]))
     return state, progress, model_from_payload(content["model"], path)
