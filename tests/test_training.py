@@ -411,6 +411,29 @@ def test_training_reduces_errors(reference):
     assert result.n_compilations == len(prepared.train_features.shapes) == 1  # one bucket, one compilation
 
 
+def test_trained_model_stores_the_training_range(reference):
+    """The saved model knows the training set's symmetry-function range: no training
+    structure extrapolates, a training cell compressed by 20 % does (every atom)."""
+    import warnings
+
+    from mlip.calculator import MLIPCalculator
+    from mlip.extrapolation import ExtrapolationWarning
+
+    model = load_model(reference.result.directory / "model.mlip")
+    assert set(model.feature_range) == {"Si"}
+    calc = MLIPCalculator(model, extrapolation="warn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExtrapolationWarning)
+        for sample in reference.prepared.train:
+            calc.get_potential_energy(sample.atoms.copy())
+            assert not calc.results["extrapolation_count"].any(), sample.name
+    squeezed = reference.prepared.train[0].atoms.copy()
+    squeezed.set_cell(squeezed.cell.array * 0.8 ** (1 / 3), scale_atoms=True)
+    with pytest.warns(ExtrapolationWarning):
+        calc.get_potential_energy(squeezed)
+    assert (calc.results["extrapolation_count"] > 0).any()
+
+
 # ----------------------------------------------------------------------------- resume
 
 
