@@ -17,9 +17,10 @@ platforms other than the CPU the primitives lower to the JAX kernel.
 
 The source is compiled on first use with the system C++ compiler (``$CXX`` or
 ``c++``, about 15 s) into ``$XDG_CACHE_HOME/mlip/native`` (``~/.cache/mlip/native``),
-keyed by the source, compiler, flags, CPU and jaxlib, so later processes load
-it at once.  Set ``MLIP_NATIVE_KERNELS=0`` to use the JAX kernel; where no
-compiler works the JAX kernel is used after one warning.  Units: Å, Å^-2.
+keyed by the source and its headers (``native/*.h``), compiler, flags, CPU and
+jaxlib, so later processes load it at once.  Set ``MLIP_NATIVE_KERNELS=0`` to use
+the JAX kernel; where no compiler works the JAX kernel is used after one warning.
+Units: Å, Å^-2.
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ from mlip.kernels.descriptors_jax import make_jax_kernel
 
 ENVIRONMENT_VARIABLE = "MLIP_NATIVE_KERNELS"
 SOURCE = Path(__file__).with_name("native_descriptors.cc")
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-std=c++17", "-shared",
-         "-fPIC")
+#: Folder of the headers the source includes as ``native/NAME.h`` (the maths, shared
+#: with other hosts of the kernel); it lies next to the source.
+HEADERS = SOURCE.with_name("native")
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-fopenmp-simd", "-fno-math-errno",
+         "-fno-trapping-math", "-std=c++17", "-shared", "-fPIC")
 _TARGETS = {"values": "MlipSfValues", "vjp": "MlipSfVjp", "jvp": "MlipSfJvp"}
-TABLE_WIDTH = 9  # columns of a function-table row, as in native_descriptors.cc
+TABLE_WIDTH = 9  # columns of a function-table row, as kTableWidth in native/table.h
 
 
 class NativeKernelError(RuntimeError):
@@ -79,12 +83,23 @@ def _compiler() -> str:
     return compiler
 
 
+def _source_files() -> list[Path]:
+    """The source and every header under :data:`HEADERS`, in a fixed order."""
+    return [SOURCE, *sorted(HEADERS.glob("*.h"))]
+
+
 def build(folder: Path | None = None) -> Path:
-    """Compile ``native_descriptors.cc`` (if not cached) and return the library path."""
+    """Compile ``native_descriptors.cc`` (if not cached) and return the library path.
+
+    The cache key covers the source and every header (names and contents), the
+    compiler, the flags, the CPU and jaxlib, so an edited header rebuilds.
+    """
     compiler = _compiler()
     include = jax.ffi.include_dir()
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(FLAGS).encode(), _cpu_signature().encode(),
+    for path in _source_files():
+        key.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for part in (compiler.encode(), " ".join(FLAGS).encode(), _cpu_signature().encode(),
                  str(include).encode(), jax.__version__.encode()):
         key.update(part)
     folder = Path(folder) if folder is not None else cache_dir()
@@ -93,7 +108,7 @@ def build(folder: Path | None = None) -> Path:
         return library
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(library) as output:  # compile aside, then rename: safe for parallel builds
-        command = [compiler, *FLAGS, f"-I{include}", str(SOURCE), "-o", str(output)]
+        command = [compiler, *FLAGS, f"-I{include}", f"-I{HEADERS.parent}", str(SOURCE), "-o", str(output)]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise NativeKernelError(f"compiling {SOURCE.name} failed:\n{' '.join(command)}\n{result.stderr[-4000:]}")
