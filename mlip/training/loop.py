@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
+from jax.typing import DTypeLike
 
 from mlip.model import Model, Params
 from mlip.training.checkpoint import save_checkpoint
@@ -47,6 +48,7 @@ class Run:
         train_set, validation_set: the featurised sets on the device, in ``dtype``.
         eos_terms: equation-of-state terms in ``dtype``.
         n_devices: devices a batch is split over (batch sizes are multiples of it).
+        dtype: the training dtype.
         checkpoint_path: ``checkpoints/latest.ckpt`` of the output directory.
     """
 
@@ -60,7 +62,7 @@ class Run:
     validation_set: FeatureDataset | None
     eos_terms: list[EOSTerm]
     n_devices: int
-    dtype: Any
+    dtype: DTypeLike
     checkpoint_path: Path
 
     def n_compilations(self) -> int:

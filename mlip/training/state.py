@@ -17,6 +17,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import DTypeLike
 
 from mlip.model import Params
 
@@ -41,7 +42,7 @@ class TrainState:
 
     @classmethod
     def create(cls, params: Params, optimizer: optax.GradientTransformation, ema: bool,
-               dtype: jnp.dtype) -> TrainState:
+               dtype: DTypeLike) -> TrainState:
         """Fresh state at step 0 that owns its buffers: the train step donates them,
         so ``params`` (e.g. a model's float64 arrays) are copied and survive.
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import DTypeLike
 
 from mlip.model import ModelConfig, Params
 from mlip.training.config import TrainConfig, weight_at
@@ -107,7 +108,7 @@ def accumulate(total: dict | None, metrics: dict) -> dict:
     return metrics if total is None else jax.tree_util.tree_map(jnp.add, total, metrics)
 
 
-def loss_weights(config: TrainConfig, epoch: int, groups: tuple[str, ...], dtype) -> LossWeights:
+def loss_weights(config: TrainConfig, epoch: int, groups: tuple[str, ...], dtype: DTypeLike) -> LossWeights:
     """The loss-term weights of ``epoch`` (0-based; ramps from the config) and the
     per-config_type multipliers in the order of ``groups``."""
     epochs = config.training.epochs

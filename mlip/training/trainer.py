@@ -22,6 +22,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from mlip.io import ModelFileError, load_model, save_model
 from mlip.kernels.symmetry_functions import default_symmetry_functions
@@ -210,22 +211,24 @@ def train(config: TrainConfig, resume: bool = False, progress: bool | None = Non
         log_file.close()
 
 
-def _train(config: TrainConfig, resume: bool, progress: bool, say: Callable[..., None],
+def _train(config: TrainConfig, resume: bool, show_progress: bool, say: Callable[..., None],
            on_epoch_end: Callable[[int, dict], None] | None, out: Path, prepared: PreparedData | None) -> TrainResult:
-    """Prepare data, init or resume, epochs, select, write outputs."""
+    """The run as named steps: prepare the data, init or resume the state, run the
+    epochs, select the best (or last) parameters, write the outputs.  With
+    ``transfer.offsets_only`` the energy offsets are refitted instead of training."""
     dtype = DTYPES[config.training.dtype]
-    data = prepared if prepared is not None else prepare(config, progress=progress, log=say)
+    data = prepared if prepared is not None else prepare(config, progress=show_progress, log=say)
     if config.transfer.offsets_only:
         model = _refit_offsets(data.model, data.train_features, dtype)
         say("refitted the per-element energy offsets in closed form (offsets_only = true)")
         return write_outputs(config, model, None, data, [], out, say, 0)
-    run, state, record = init_or_resume(config, data, dtype, out / "checkpoints" / "latest.ckpt", resume, say)
-    state = run_epochs(run, state, record, say, on_epoch_end, progress)
-    best, model = select(run, state, record)
-    return write_outputs(config, model, best, data, record.history, out, say, run.n_compilations())
+    run, state, progress = init_or_resume(config, data, dtype, out / "checkpoints" / "latest.ckpt", resume, say)
+    state = run_epochs(run, state, progress, say, on_epoch_end, show_progress)
+    best, model = select(run, state, progress)
+    return write_outputs(config, model, best, data, progress.history, out, say, run.n_compilations())
 
 
-def init_or_resume(config: TrainConfig, data: PreparedData, dtype, checkpoint_path: Path, resume: bool,
+def init_or_resume(config: TrainConfig, data: PreparedData, dtype: DTypeLike, checkpoint_path: Path, resume: bool,
                    say: Callable[..., None]) -> tuple[Run, TrainState, Progress]:
     """Init or resume: the optimiser, the jitted steps, the device data and a fresh
     :class:`TrainState` at step 0, or the state and progress of ``checkpoint_path``
