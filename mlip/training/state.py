@@ -28,7 +28,8 @@ class TrainState:
 
     Attributes:
         step: ``int32`` scalar, number of optimiser updates applied (a skipped,
-            non-finite update does not count); the learning-rate schedule's step.
+            non-finite update does not count), equal to the optax count the
+            learning-rate schedule reads.
         params: the parameters being trained (the run's dtype; frozen leaves included).
         opt_state: optax state of the optimiser that updates ``params``.
         ema: exponential moving average of ``params`` after each update, or None
