@@ -12,7 +12,10 @@ of a rebuild of the jit-compiled cell list that compiled MD loops use.
 (the code before it) in the same run and prints their ratio and energy
 difference.  ``--extrapolation`` also times the same call with the per-atom
 extrapolation flags (training range = the structure's own descriptor range) and
-prints the cost ratio.
+prints the cost ratio.  ``--ensemble K`` times a K-member ensemble of the same
+architecture (descriptors computed once): its mean with the energy uncertainty
+(``annotated``), and every member's energy, forces and virial (``member_results``,
+what per-atom force uncertainties need), as ratios to the single model.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ def main() -> None:
                              "functions, one network per element)")
     parser.add_argument("--extrapolation", action="store_true",
                         help="also time energy+forces with per-atom extrapolation flags, and the ratio")
+    parser.add_argument("--ensemble", type=int, default=0,
+                        help="also time a K-member ensemble: mean + energy sigma, and every member's forces")
     parser.add_argument("--json", help="write results to this JSON file")
     args = parser.parse_args()
 
@@ -94,8 +99,14 @@ def main() -> None:
         model = Model.create(elements=args.elements, r_cut=args.cutoff, hidden_layers=(25, 25))
     dtype = jax.numpy.dtype(args.dtype)
     params = jax.tree_util.tree_map(lambda x: x.astype(dtype), model.params)
-    evaluators = {backend: jax.jit(make_model_functions(model.config, args.chunk_size, backend).energy_forces_virial)
-                  for backend in args.backends}
+    functions = {backend: make_model_functions(model.config, args.chunk_size, backend) for backend in args.backends}
+    evaluators = {backend: jax.jit(f.energy_forces_virial) for backend, f in functions.items()}
+    if args.ensemble:
+        ensemble = Model.create(symmetry_functions=model.config.symmetry_functions, hidden_layers=(25, 25),
+                                ensemble=args.ensemble)
+        ensemble_params = jax.tree_util.tree_map(lambda x: x.astype(dtype), ensemble.params)
+        ensemble_functions = {backend: make_model_functions(ensemble.config, args.chunk_size, backend)
+                              for backend in args.backends}
     n_features = model.config.symmetry_functions.n_features(args.elements[0])
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), dtype {args.dtype}, "
           f"workload {args.workload}, elements {'-'.join(args.elements)}, "
@@ -137,9 +148,16 @@ def main() -> None:
             if args.extrapolation:
                 ranged = with_feature_range(model, compute_descriptors(model, [atoms]))
                 bounds = feature_bounds(model.config, ranged.feature_range, dtype)
-                jax.block_until_ready(evaluate(params, *inputs, bounds))
-                flagged_s = median_time(lambda: jax.block_until_ready(evaluate(params, *inputs, bounds)), n_repeat)
+                flagged = jax.jit(functions[backend].annotated)
+                jax.block_until_ready(flagged(params, *inputs, bounds))
+                flagged_s = median_time(lambda: jax.block_until_ready(flagged(params, *inputs, bounds)), n_repeat)
                 row.update({"with_flags_s": flagged_s, "flags_cost_ratio": flagged_s / run_s})
+            if args.ensemble:
+                for name in ("annotated", "member_results"):
+                    timed = jax.jit(getattr(ensemble_functions[backend], name))
+                    jax.block_until_ready(timed(ensemble_params, *inputs))
+                    row[f"ensemble_{name}_s"] = median_time(
+                        lambda: jax.block_until_ready(timed(ensemble_params, *inputs)), n_repeat)
             rows.append(row)
             print(f"{row['atoms']:>7} {row['neighbor_capacity']:>6} {backend:>7} {compile_s:>10.2f} "
                   f"{1e3 * run_s:>10.2f} {row['us_per_atom']:>9.2f} {1e3 * nl_s:>8.2f} "
@@ -148,6 +166,10 @@ def main() -> None:
             if args.extrapolation:
                 print(f"{'':>15} with extrapolation flags {1e6 * flagged_s / len(atoms):.2f} µs/atom, "
                       f"x{row['flags_cost_ratio']:.3f} of energy+forces")
+            if args.ensemble:
+                print(f"{'':>15} ensemble of {args.ensemble}: mean + energy sigma "
+                      f"x{row['ensemble_annotated_s'] / run_s:.3f}, every member's forces (force sigma) "
+                      f"x{row['ensemble_member_results_s'] / run_s:.3f} of one model")
         if len(energies) == 2:
             times = {row["kernel"]: row["us_per_atom"] for row in rows[-2:]}
             print(f"{'':>15} native/jax time ratio {times['native'] / times['jax']:.3f}, "

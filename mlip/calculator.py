@@ -7,7 +7,13 @@
 Units are ASE's: eV, Å, eV/Å, eV/Å^3.  A model that knows its training range also
 reports, per atom, ``extrapolation_count`` (symmetry functions outside the range)
 and ``extrapolation_excursion`` (largest distance outside, in units of the range),
-and warns (or raises) when a structure extrapolates (:mod:`mlip.extrapolation`).  Inputs are padded to fixed buckets of atom
+and warns (or raises) when a structure extrapolates (:mod:`mlip.extrapolation`).
+
+An ensemble model (``config.ensemble > 1``) gives the members' mean as ``energy``,
+``forces`` and ``stress``, and their spread as ``energy_uncertainty`` (eV, standard
+deviation of the members' energies), ``forces_uncertainty`` (per atom, eV/Å:
+DeePMD's ``devi_f = sqrt(mean_k |F_ik - <F_i>|^2)``) and ``stress_uncertainty``
+(eV/Å^3, per Voigt component), with the members' own values on request.  Inputs are padded to fixed buckets of atom
 count and neighbour capacity so that a compiled function is reused across calls
 (MD steps, optimiser steps, structures of similar size) instead of recompiling.
 """
@@ -30,12 +36,23 @@ from mlip.batch import PaddedStructure, prepare_structure
 from mlip.precision import DTYPES, with_float64
 
 
+#: What an ensemble calculator computes besides the mean (``uncertainty`` option).
+UNCERTAINTIES = ("auto", "forces", "energy", "off")
+
+
 @functools.lru_cache(maxsize=16)
-def compiled_energy_function(config: ModelConfig, chunk_size: int = 1024):
-    """``jax.jit`` of the energy/forces/virial function of ``config``, shared by every
-    calculator of that configuration (parameters are arguments), so each padded
-    shape is compiled once per process however many calculators use it."""
-    return jax.jit(make_model_functions(config, chunk_size).energy_forces_virial)
+def compiled_energy_function(config: ModelConfig, chunk_size: int = 1024, members: bool = False):
+    """``jax.jit`` of the energy/forces/virial function of ``config`` (with
+    ``members``: of every ensemble member), shared by every calculator of that
+    configuration (parameters are arguments), so each padded shape is compiled once
+    per process however many calculators use it."""
+    functions = make_model_functions(config, chunk_size)
+    return jax.jit(functions.member_results if members else functions.annotated)
+
+
+def _spread(values: np.ndarray) -> np.ndarray:
+    """Standard deviation over the member axis 0 (population, as DeePMD and apax)."""
+    return np.sqrt(np.mean((values - values.mean(axis=0)) ** 2, axis=0))
 
 
 class MLIPCalculator(Calculator):
@@ -56,15 +73,23 @@ class MLIPCalculator(Calculator):
             (:class:`~mlip.extrapolation.ExtrapolationError` instead) or ``"off"``.
             Except when off, the results hold ``extrapolation_count`` and
             ``extrapolation_excursion`` per atom.
+        uncertainty: for an ensemble model, ``"forces"`` (what ``"auto"`` means):
+            energy, force and stress uncertainties (every member's forces: one
+            batched descriptor pullback for all members); ``"energy"``: the energy
+            uncertainty only, at the cost of the mean model; ``"off"``.
+        members: also store every member's ``member_energy`` [K], and with force
+            uncertainties ``member_forces`` [K, N, 3] and ``member_stress`` [K, 6].
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies",
-                              "extrapolation_count", "extrapolation_excursion"]
+                              "extrapolation_count", "extrapolation_excursion",
+                              "energy_uncertainty", "forces_uncertainty", "stress_uncertainty",
+                              "member_energy", "member_forces", "member_stress"]
 
     @with_float64
     def __init__(self, model: Model | str | os.PathLike, dtype: str = "float64", skin: float = 0.3,
                  chunk_size: int = 1024, compilation_cache: bool = True, extrapolation: str = "auto",
-                 **kwargs):
+                 uncertainty: str = "auto", members: bool = False, **kwargs):
         super().__init__(**kwargs)
         if compilation_cache:
             enable_compilation_cache()
@@ -80,7 +105,16 @@ class MLIPCalculator(Calculator):
         self.extrapolation = resolve_policy(model, extrapolation)
         self._bounds = None if self.extrapolation == "off" else feature_bounds(model.config, model.feature_range,
                                                                                  self.dtype)
-        self._evaluate = compiled_energy_function(model.config, chunk_size)
+        if uncertainty not in UNCERTAINTIES:
+            raise ValueError(f"uncertainty must be one of {list(UNCERTAINTIES)}, got {uncertainty!r}")
+        if model.config.ensemble == 1 and uncertainty not in ("auto", "off"):
+            raise ValueError(f"uncertainty={uncertainty!r} needs an ensemble model; this one is a single model "
+                             "(train with [model] ensemble = N, or mlip.model.stack_models)")
+        if model.config.ensemble == 1:
+            uncertainty = "off"
+        self.uncertainty = "forces" if uncertainty == "auto" else uncertainty
+        self.members = bool(members)
+        self._evaluate = compiled_energy_function(model.config, chunk_size, self.uncertainty == "forces")
         self.neighbors = VerletNeighborList(model.cutoff, skin)
         self._capacity: int | None = None
 
@@ -107,18 +141,52 @@ class MLIPCalculator(Calculator):
         self._capacity = padded.nl.capacity
         n_atoms = len(atoms)
         result = self._evaluate(self._params, *padded.as_jax(self.dtype, with_element_rows=True), self._bounds)
+        if self.uncertainty == "forces":
+            self._store_members(result, n_atoms, cell if pbc.all() else None)
+        else:
+            self._store_mean(result.results, n_atoms, cell if pbc.all() else None, result.member_energies)
+        if result.extrapolation is not None:
+            self._report_extrapolation(np.asarray(result.extrapolation.count)[:n_atoms],
+                                       np.asarray(result.extrapolation.excursion, dtype=np.float64)[:n_atoms])
+        if not pbc.all() and "stress" in properties:
+            raise PropertyNotImplementedError("stress needs a cell that is periodic in all three directions")
+
+    def _store_mean(self, result, n_atoms: int, cell: np.ndarray | None, member_energies) -> None:
+        """Results of the (mean) model's ``EnergyResults``; ``cell`` None: no stress."""
         energy = float(result.energy)
         self.results["energy"] = energy
         self.results["free_energy"] = energy
         self.results["energies"] = np.asarray(result.energies, dtype=np.float64)[:n_atoms]
         self.results["forces"] = np.asarray(result.forces, dtype=np.float64)[:n_atoms]
-        if result.extrapolation is not None:
-            self._report_extrapolation(np.asarray(result.extrapolation.count)[:n_atoms],
-                                       np.asarray(result.extrapolation.excursion, dtype=np.float64)[:n_atoms])
-        if pbc.all():
+        if cell is not None:
             self.results["stress"] = virial_to_stress(result.virial, cell)
-        elif "stress" in properties:
-            raise PropertyNotImplementedError("stress needs a cell that is periodic in all three directions")
+        if self.uncertainty == "energy":
+            member_energy = np.asarray(member_energies, dtype=np.float64)
+            self.results["energy_uncertainty"] = float(_spread(member_energy))
+            if self.members:
+                self.results["member_energy"] = member_energy
+
+    def _store_members(self, result, n_atoms: int, cell: np.ndarray | None) -> None:
+        """Mean and spread of the members' ``MemberResults``; ``cell`` None: no stress."""
+        member_energy = np.asarray(result.energy, dtype=np.float64)
+        member_forces = np.asarray(result.forces, dtype=np.float64)[:, :n_atoms]
+        energy = float(member_energy.mean())
+        self.results["energy"] = energy
+        self.results["free_energy"] = energy
+        self.results["energies"] = np.asarray(result.energies, dtype=np.float64)[:, :n_atoms].mean(axis=0)
+        self.results["forces"] = member_forces.mean(axis=0)
+        self.results["energy_uncertainty"] = float(_spread(member_energy))
+        deviation = member_forces - member_forces.mean(axis=0)
+        self.results["forces_uncertainty"] = np.sqrt(np.mean(np.sum(deviation**2, axis=-1), axis=0))
+        if self.members:
+            self.results["member_energy"] = member_energy
+            self.results["member_forces"] = member_forces
+        if cell is not None:
+            member_stress = virial_to_stress(result.virial, cell)
+            self.results["stress"] = member_stress.mean(axis=0)
+            self.results["stress_uncertainty"] = _spread(member_stress)
+            if self.members:
+                self.results["member_stress"] = member_stress
 
     def _report_extrapolation(self, count: np.ndarray, excursion: np.ndarray) -> None:
         self.results["extrapolation_count"] = count

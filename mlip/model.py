@@ -16,6 +16,7 @@ neighbour list is a :class:`~mlip.kernels.neighbor_list.NeighborList`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -52,17 +53,25 @@ class ModelConfig:
             stored as that one name, so such configs serialise as before.
         r_min: shortest interatomic distance the model accepts, Å; closer atoms
             are rejected as outside the trained range.
+        ensemble: number of members of an ensemble model (1: a single model).
+            Members share the descriptors and the architecture; every parameter
+            array has a leading member axis, and the model's energy is the
+            members' mean (:func:`make_model_functions`).
     """
 
     symmetry_functions: SymmetryFunctionSet
     hidden_layers: tuple[int, ...] = (25, 25)
     activation: str | tuple[str, ...] = "tanh"
     r_min: float = 0.5
+    ensemble: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_layers", tuple(int(w) for w in self.hidden_layers))
         if any(w < 1 for w in self.hidden_layers):
             raise ValueError(f"hidden layer widths must be positive, got {self.hidden_layers}")
+        if int(self.ensemble) != self.ensemble or self.ensemble < 1:
+            raise ValueError(f"ensemble must be a positive number of members, got {self.ensemble}")
+        object.__setattr__(self, "ensemble", int(self.ensemble))
         names = layer_activations(self.activation, len(self.hidden_layers))  # validates the names
         if not isinstance(self.activation, str):
             object.__setattr__(self, "activation", names[0] if len(set(names)) == 1 else names)
@@ -81,13 +90,21 @@ class ModelConfig:
         """Interaction range of the model, Å."""
         return self.symmetry_functions.max_cutoff
 
+    @property
+    def member(self) -> "ModelConfig":
+        """The configuration of one member (``ensemble = 1``)."""
+        return dataclasses.replace(self, ensemble=1)
+
     def to_dict(self) -> dict:
-        return {
+        data = {
             "symmetry_functions": self.symmetry_functions.to_dict(),
             "hidden_layers": list(self.hidden_layers),
             "activation": self.activation if isinstance(self.activation, str) else list(self.activation),
             "r_min": self.r_min,
         }
+        if self.ensemble > 1:  # single models keep the layout of files written before ensembles
+            data["ensemble"] = self.ensemble
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -96,6 +113,7 @@ class ModelConfig:
             hidden_layers=tuple(data["hidden_layers"]),
             activation=data["activation"] if isinstance(data["activation"], str) else tuple(data["activation"]),
             r_min=float(data["r_min"]),
+            ensemble=int(data.get("ensemble", 1)),
         )
 
     def to_json(self) -> str:
@@ -104,7 +122,11 @@ class ModelConfig:
 
 @with_float64
 def init_params(config: ModelConfig, seed: int = 0, dtype=jnp.float64) -> Params:
-    """Random network weights, identity feature scaling and zero reference energies."""
+    """Random network weights, identity feature scaling and zero reference energies;
+    for an ensemble, members initialised with seeds ``seed, seed + 1, ...`` stacked
+    on a leading axis."""
+    if config.ensemble > 1:
+        return stack_params([init_params(config.member, seed + k, dtype) for k in range(config.ensemble)])
     network = AtomicNetwork(config.hidden_layers, config.activation)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(config.elements))
     params: Params = {"networks": {}, "feature_shift": {}, "feature_scale": {}, "reference_energies": {}}
@@ -115,6 +137,11 @@ def init_params(config: ModelConfig, seed: int = 0, dtype=jnp.float64) -> Params
         params["feature_scale"][element] = jnp.ones(n_features, dtype=dtype)
         params["reference_energies"][element] = jnp.zeros((), dtype=dtype)
     return params
+
+
+def stack_params(members: list[Params]) -> Params:
+    """Member parameters stacked on a new leading axis (the ensemble layout)."""
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *members)
 
 
 def cast_params(params: Params, dtype) -> Params:
@@ -151,7 +178,25 @@ class EnergyResults(NamedTuple):
     energies: jax.Array  # [N] eV, zero on padding rows
     forces: jax.Array  # [N, 3] eV/Å
     virial: jax.Array  # [3, 3] eV: dE/d(strain); stress = virial / volume
-    extrapolation: Extrapolation | None = None  # when feature bounds are given
+
+
+class AnnotatedResults(NamedTuple):
+    """Output of :func:`make_model_functions`'s ``annotated``: the results and what
+    the same evaluation tells about them."""
+
+    results: EnergyResults
+    extrapolation: Extrapolation | None  # when feature bounds are given
+    member_energies: jax.Array  # [K] eV, every ensemble member's energy (K = 1 for a single model)
+
+
+class MemberResults(NamedTuple):
+    """Output of :func:`make_model_functions`'s ``member_results``: per member ``k``."""
+
+    energy: jax.Array  # [K] eV
+    energies: jax.Array  # [K, N] eV
+    forces: jax.Array  # [K, N, 3] eV/Å
+    virial: jax.Array  # [K, 3, 3] eV
+    extrapolation: Extrapolation | None = None
 
 
 FeatureRange = dict[str, np.ndarray]  # per element [n_features(element), 2]: (G_min, G_max), raw descriptor units
@@ -232,10 +277,23 @@ class ModelFunctions:
             precomputed descriptors (training).
         extrapolation: ``(descriptors [N, n_union], species, bounds) -> Extrapolation``
             with ``bounds`` from :func:`feature_bounds`.
+        annotated: ``(params, positions, cell, species, nl, element_rows=None,
+            bounds=None) -> AnnotatedResults``: ``energy_forces_virial``'s results
+            with, from the same evaluation, the extrapolation flags (when
+            ``bounds`` from :func:`feature_bounds` are given) and every ensemble
+            member's energy.
+        member_results: ``(params, positions, cell, species, nl, element_rows=None,
+            bounds=None) -> MemberResults``: energy, forces and virial of every
+            ensemble member (the descriptors computed once, one batched descriptor
+            pullback for all members); a single model is a one-member ensemble.
 
-    ``energy_forces_virial`` takes ``bounds`` (from :func:`feature_bounds`) as an
-    optional last argument; with it, the result's ``extrapolation`` is filled from
-    the descriptors the energy was computed from (no second descriptor pass).
+    For an ensemble (``config.ensemble > 1``) ``energies_from_features``, and so
+    every energy function, gives the members' mean, whose forces and virial are
+    the members' mean forces and virial (one pullback); ``annotated`` also returns
+    every member's total energy (at no extra cost) for the energy uncertainty.
+
+    The extrapolation flags of ``annotated`` come from the descriptors the energy
+    was computed from (no second descriptor pass).
 
     ``element_rows`` (from :func:`element_rows`, or
     :attr:`mlip.batch.PaddedStructure.element_rows`) is a tuple with, per element,
@@ -253,6 +311,8 @@ class ModelFunctions:
     descriptors_from_pairs: Any = field(repr=False)
     energies_from_features: Any = field(repr=False)
     extrapolation: Any = field(repr=False)
+    annotated: Any = field(repr=False)
+    member_results: Any = field(repr=False)
 
 
 def make_model_functions(config: ModelConfig, chunk_size: int = 1024, backend: str = "auto") -> ModelFunctions:
@@ -271,7 +331,7 @@ def make_model_functions(config: ModelConfig, chunk_size: int = 1024, backend: s
     network = AtomicNetwork(config.hidden_layers, config.activation)
     columns = {element: sf_set.feature_columns(element) for element in config.elements}
 
-    def energies_from_features(params, features, species, element_rows=None):
+    def member_energies_from_features(params, features, species, element_rows=None):
         energies = jnp.zeros(species.shape, dtype=features.dtype)
         for index, element in enumerate(config.elements):
             if element_rows is None:  # every network on every row, selected by species
@@ -286,6 +346,17 @@ def make_model_functions(config: ModelConfig, chunk_size: int = 1024, backend: s
             else:
                 energies = energies.at[element_rows[index]].set(atomic, mode="drop")
         return energies
+
+    if config.ensemble > 1:
+        def ensemble_energies(params, features, species, element_rows=None):  # [K, N]
+            return jax.vmap(member_energies_from_features, in_axes=(0, None, None, None))(
+                params, features, species, element_rows)
+    else:
+        def ensemble_energies(params, features, species, element_rows=None):  # [1, N]
+            return member_energies_from_features(params, features, species, element_rows)[None]
+
+    def energies_from_features(params, features, species, element_rows=None):
+        return jnp.mean(ensemble_energies(params, features, species, element_rows), axis=0)
 
     def extrapolation(features, species, bounds):
         count = jnp.zeros(species.shape, dtype=jnp.int32)
@@ -305,26 +376,50 @@ def make_model_functions(config: ModelConfig, chunk_size: int = 1024, backend: s
         features = descriptors_in_chunks(positions, cell, nl, neighbor_species(species, nl))
         return energies_from_features(params, features, species, element_rows)
 
-    def energy_forces_virial(params, positions, cell, species, nl, element_rows=None, bounds=None):
+    def annotated(params, positions, cell, species, nl, element_rows=None, bounds=None):
         species_j = neighbor_species(species, nl)
 
         def total(positions, strain):
             deformation = jnp.eye(3, dtype=positions.dtype) + strain
             features = descriptors_in_chunks(positions, cell, nl, species_j, deformation)
-            energies = energies_from_features(params, features, species, element_rows)
-            return jnp.sum(energies), (energies, None if bounds is None else features)
+            members = ensemble_energies(params, features, species, element_rows)
+            energies = jnp.mean(members, axis=0)
+            return jnp.sum(energies), (energies, jnp.sum(members, axis=1), None if bounds is None else features)
 
         strain = jnp.zeros((3, 3), dtype=positions.dtype)
-        (energy, (energies, features)), (d_positions, d_strain) = jax.value_and_grad(
+        (energy, (energies, members, features)), (d_positions, d_strain) = jax.value_and_grad(
             total, argnums=(0, 1), has_aux=True)(positions, strain)
         flags = None if bounds is None else extrapolation(features, species, bounds)
-        return EnergyResults(energy, energies, -d_positions, 0.5 * (d_strain + d_strain.T), flags)
+        return AnnotatedResults(EnergyResults(energy, energies, -d_positions, 0.5 * (d_strain + d_strain.T)),
+                                flags, members)
+
+    def energy_forces_virial(params, positions, cell, species, nl, element_rows=None):
+        return annotated(params, positions, cell, species, nl, element_rows).results
+
+    def member_results(params, positions, cell, species, nl, element_rows=None, bounds=None):
+        species_j = neighbor_species(species, nl)
+
+        def features_of(positions, strain):
+            deformation = jnp.eye(3, dtype=positions.dtype) + strain
+            return descriptors_in_chunks(positions, cell, nl, species_j, deformation)
+
+        strain = jnp.zeros((3, 3), dtype=positions.dtype)
+        features, descriptor_pullback = jax.vjp(features_of, positions, strain)
+        energies, network_pullback = jax.vjp(lambda g: ensemble_energies(params, g, species, element_rows), features)
+        # dE_k/dG of every member k (one network pullback each), then one descriptor
+        # pullback per member, batched into a single kernel call
+        picks = jnp.eye(energies.shape[0], dtype=energies.dtype)[:, :, None] * jnp.ones_like(energies)[None]
+        d_features = jax.vmap(lambda c: network_pullback(c)[0])(picks)
+        d_positions, d_strain = jax.vmap(descriptor_pullback)(d_features)
+        flags = None if bounds is None else extrapolation(features, species, bounds)
+        return MemberResults(jnp.sum(energies, axis=1), energies, -d_positions,
+                             0.5 * (d_strain + jnp.swapaxes(d_strain, 1, 2)), flags)
 
     def descriptors(positions, cell, species, nl):
         return descriptors_in_chunks(positions, cell, nl, neighbor_species(species, nl))
 
     return ModelFunctions(config, atomic_energies, energy_forces_virial, descriptors, kernel, energies_from_features,
-                          extrapolation)
+                          extrapolation, annotated, member_results)
 
 
 @dataclass
@@ -351,6 +446,15 @@ class Model:
         """The same model (configuration, feature range) with other parameters."""
         return Model(self.config, params, self.feature_range)
 
+    def member(self, index: int) -> "Model":
+        """Member ``index`` of an ensemble as a single model (a single model is its own member 0)."""
+        if not -self.config.ensemble <= index < self.config.ensemble:
+            raise IndexError(f"member {index} of an ensemble of {self.config.ensemble}")
+        if self.config.ensemble == 1:
+            return self
+        params = jax.tree_util.tree_map(lambda leaf: leaf[index], self.params)
+        return Model(self.config.member, params, self.feature_range)
+
     @classmethod
     @with_float64
     def create(
@@ -361,9 +465,10 @@ class Model:
         activation: str | tuple[str, ...] = "tanh",
         r_min: float = 0.5,
         seed: int = 0,
+        ensemble: int = 1,
         **grid_options,
     ) -> "Model":
-        """New model with random weights.
+        """New model with random weights (``ensemble`` members, seeds ``seed, seed + 1, ...``).
 
         Give either ``symmetry_functions`` or ``elements`` (then the default grid of
         :func:`~mlip.kernels.symmetry_functions.default_symmetry_functions` is used,
@@ -375,7 +480,7 @@ class Model:
             symmetry_functions = default_symmetry_functions(tuple(elements), **grid_options)
         elif grid_options:
             raise ValueError("grid options only apply when symmetry_functions is not given")
-        config = ModelConfig(symmetry_functions, tuple(hidden_layers), activation, r_min)
+        config = ModelConfig(symmetry_functions, tuple(hidden_layers), activation, r_min, ensemble)
         return cls(config, init_params(config, seed))
 
     @property
@@ -417,3 +522,39 @@ class Model:
                 f"unknown element(s) {unknown}: this model knows only {list(self.elements)}"
             )
         return np.array([index[s] for s in symbols], dtype=np.int32)
+
+
+def stack_models(models) -> Model:
+    """An ensemble of single ``models`` (members in the given order): one model whose
+    energy is their mean and whose spread is their uncertainty.  The feature range
+    is the union of the members' ranges.
+
+    Raises:
+        ValueError: fewer than two models, an ensemble among them, or members that
+            differ in anything but their fitted numbers (descriptor set, elements,
+            layers, activation, r_min): the message names what differs.
+    """
+    models = list(models)
+    if len(models) < 2:
+        raise ValueError(f"an ensemble needs at least two members, got {len(models)}")
+    first = models[0].config
+    for number, model in enumerate(models):
+        config = model.config
+        if config.ensemble != 1:
+            raise ValueError(f"member {number} is itself an ensemble of {config.ensemble}; stack single models")
+        for name in ("symmetry_functions", "hidden_layers", "activation", "r_min"):
+            if getattr(config, name) != getattr(first, name):
+                what = "descriptor sets" if name == "symmetry_functions" else name.replace("_", " ")
+                raise ValueError(f"ensemble members must share their architecture: member {number} differs from "
+                                 f"member 0 in its {what}")
+    ranges = [m.feature_range for m in models if m.feature_range is not None]
+    feature_range = None
+    if ranges:
+        feature_range = {}
+        for element in first.elements:
+            known = [np.asarray(r[element]) for r in ranges if element in r]
+            if known:
+                feature_range[element] = np.stack([np.min([k[:, 0] for k in known], axis=0),
+                                                   np.max([k[:, 1] for k in known], axis=0)], axis=1)
+    config = dataclasses.replace(first, ensemble=len(models))
+    return Model(config, stack_params([m.params for m in models]), feature_range or None)

@@ -32,6 +32,9 @@ def _export_checks(model: Model, feature_range) -> None:
     from mlip.io import check_param_values
 
     config = model.config
+    if config.ensemble > 1:
+        raise N2P2Error(f"an n2p2 potential holds one network per element, this model is an ensemble of "
+                        f"{config.ensemble}: export one member (model.member(k)) per directory")
     if not config.hidden_layers:
         raise N2P2Error("n2p2 networks need at least one hidden layer; this model has none")
     lacking = sorted(set(config.activations) - set(CODE_OF))
