@@ -34,6 +34,7 @@ from mlip.kernels.neighbor_list import VerletNeighborList
 from mlip.model import Model, ModelConfig, cast_params, feature_bounds, make_model_functions, virial_to_stress
 from mlip.batch import PaddedStructure, prepare_structure
 from mlip.precision import DTYPES, with_float64
+from mlip.uncertainty import force_deviation, spread
 
 
 #: What an ensemble calculator computes besides the mean (``uncertainty`` option).
@@ -48,11 +49,6 @@ def compiled_energy_function(config: ModelConfig, chunk_size: int = 1024, member
     per process however many calculators use it."""
     functions = make_model_functions(config, chunk_size)
     return jax.jit(functions.member_results if members else functions.annotated)
-
-
-def _spread(values: np.ndarray) -> np.ndarray:
-    """Standard deviation over the member axis 0 (population, as DeePMD and apax)."""
-    return np.sqrt(np.mean((values - values.mean(axis=0)) ** 2, axis=0))
 
 
 class MLIPCalculator(Calculator):
@@ -162,7 +158,7 @@ class MLIPCalculator(Calculator):
             self.results["stress"] = virial_to_stress(result.virial, cell)
         if self.uncertainty == "energy":
             member_energy = np.asarray(member_energies, dtype=np.float64)
-            self.results["energy_uncertainty"] = float(_spread(member_energy))
+            self.results["energy_uncertainty"] = float(spread(member_energy))
             if self.members:
                 self.results["member_energy"] = member_energy
 
@@ -175,16 +171,15 @@ class MLIPCalculator(Calculator):
         self.results["free_energy"] = energy
         self.results["energies"] = np.asarray(result.energies, dtype=np.float64)[:, :n_atoms].mean(axis=0)
         self.results["forces"] = member_forces.mean(axis=0)
-        self.results["energy_uncertainty"] = float(_spread(member_energy))
-        deviation = member_forces - member_forces.mean(axis=0)
-        self.results["forces_uncertainty"] = np.sqrt(np.mean(np.sum(deviation**2, axis=-1), axis=0))
+        self.results["energy_uncertainty"] = float(spread(member_energy))
+        self.results["forces_uncertainty"] = force_deviation(member_forces)
         if self.members:
             self.results["member_energy"] = member_energy
             self.results["member_forces"] = member_forces
         if cell is not None:
             member_stress = virial_to_stress(result.virial, cell)
             self.results["stress"] = member_stress.mean(axis=0)
-            self.results["stress_uncertainty"] = _spread(member_stress)
+            self.results["stress_uncertainty"] = spread(member_stress)
             if self.members:
                 self.results["member_stress"] = member_stress
 

@@ -17,7 +17,7 @@ LAYERS = (
     {"mlip.precision", "mlip.files", "mlip.compilation_cache"},
     {"mlip.kernels"},
     {"mlip.model"},
-    {"mlip.batch", "mlip.io", "mlip.extrapolation", "mlip.plots"},
+    {"mlip.batch", "mlip.io", "mlip.extrapolation", "mlip.plots", "mlip.uncertainty"},
     {"mlip.n2p2", "mlip.calculator", "mlip.md", "mlip.training", "mlip.lammps"},
     {"mlip.ti", "mlip.analysis"},
     {"mlip.cli"},
