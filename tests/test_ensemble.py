@@ -108,3 +108,46 @@ def test_bad_ensembles_are_named(members, ensemble, tmp_path):
         MLIPCalculator(members[0], uncertainty="forces")
     with pytest.raises(N2P2Error, match="export one member"):
         write_n2p2(ensemble, tmp_path)
+
+
+def test_md_model_deviation_file_equals_the_calculator(members, ensemble, tmp_path):
+    from ase.io import read
+
+    from mlip.md.deviation import ModelDeviationError
+    from mlip.md.driver import run_md
+    from mlip.md.settings import ModelDeviationChecks, MDSettings
+    from mlip.uncertainty import MODEL_DEVI_COLUMNS
+
+    atoms = random_structure(seed=23)
+    settings = MDSettings(steps=10, block=5, temperature=300.0, timestep=0.5)
+    devi_file, dump = tmp_path / "model_devi.out", tmp_path / "candidates.extxyz"
+    result = run_md(ensemble, atoms, settings,
+                    deviation=ModelDeviationChecks(5, devi_file, dump_above=0.0, dump_file=dump))
+    header, *lines = devi_file.read_text().splitlines()
+    assert header.split()[1:] == list(MODEL_DEVI_COLUMNS)
+    table = np.array([line.split() for line in lines], float)
+    np.testing.assert_array_equal(table[:, 0], [5, 10])
+    np.testing.assert_allclose(table, result.model_devi, rtol=1e-6)  # the file holds 7 digits
+    # the last row from the calculator's member values on the written frame (DeePMD's formulas)
+    frame = read(dump, index=-1)
+    assert frame.info["step"] == 10
+    calc = MLIPCalculator(ensemble, skin=0.0, extrapolation="off", members=True)
+    frame.calc = calc
+    frame.get_potential_energy()
+    n = len(frame)
+    forces = calc.results["member_forces"]
+    devi_f = np.sqrt(np.mean(np.sum((forces - forces.mean(axis=0)) ** 2, axis=-1), axis=0))
+    np.testing.assert_allclose(frame.arrays["devi_f"], devi_f, rtol=1e-5, atol=1e-8)
+    virial = -calc.results["member_stress"][:, [0, 5, 4, 5, 1, 3, 4, 3, 2]] * frame.get_volume() / n
+    devi_v = np.std(virial, axis=0)
+    expected = [devi_v.max(), devi_v.min(), np.linalg.norm(devi_v) / 3, devi_f.max(), devi_f.min(), devi_f.mean(),
+                np.std(calc.results["member_energy"] / n)]
+    # the frame went through extxyz text (positions to ~1e-8 Å), hence 1e-5
+    np.testing.assert_allclose(result.model_devi[-1, 1:], expected, rtol=1e-5, atol=1e-8)
+    # stop above: the run ends at the first row whose max_devi_f passes the threshold
+    with pytest.raises(ModelDeviationError, match="step 5: .* above stop_above"):
+        run_md(ensemble, atoms, settings, deviation=ModelDeviationChecks(5, stop_above=0.0))
+    with pytest.raises(ValueError, match="needs an ensemble model"):
+        run_md(members[0], atoms, settings, deviation=ModelDeviationChecks(5))
+    with pytest.raises(ValueError, match="dump-above needs a file"):
+        ModelDeviationChecks(5, dump_above=0.1)

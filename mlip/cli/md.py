@@ -44,6 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "range, summed over the checks (n2p2's maxew; default: never)")
     parser.add_argument("--extrapolation-frames", default=None,
                         help="append the frames that extrapolate to this file (.extxyz or .traj)")
+    parser.add_argument("--model-devi", default=None, metavar="FILE",
+                        help="ensemble models: write DeePMD's model_devi.out columns (step max_devi_v min_devi_v "
+                             "avg_devi_v max_devi_f min_devi_f avg_devi_f devi_e; eV/Å, eV/atom) to FILE")
+    parser.add_argument("--model-devi-every", type=int, default=None,
+                        help="steps between model-deviation rows (default: --block when any model-deviation "
+                             "option is given)")
+    parser.add_argument("--stop-above", type=float, default=None, metavar="SIGMA",
+                        help="ensemble models: end the run once max_devi_f exceeds SIGMA eV/Å (the frame goes "
+                             "to the --dump-above file if given)")
+    parser.add_argument("--dump-above", nargs=2, default=None, metavar=("SIGMA", "FILE"),
+                        help="ensemble models: append frames with max_devi_f >= SIGMA eV/Å to FILE "
+                             "(.extxyz or .traj): candidates for labelling")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -52,13 +64,17 @@ def run(args: argparse.Namespace) -> int:
 
     from mlip.io import load_model
     from mlip.md.driver import run_md, thermo_table
-    from mlip.md.settings import ExtrapolationChecks, MDSettings, Outputs
+    from mlip.md.settings import ExtrapolationChecks, MDSettings, ModelDeviationChecks, Outputs
 
     model = load_model(args.model)
     every = args.extrapolation_every
     if every is None:
         every = args.block if model.feature_range is not None else 0
     checks = ExtrapolationChecks(every, args.max_extrapolation_warnings, args.extrapolation_frames)
+    dump_above, dump_file = (None, None) if args.dump_above is None else (float(args.dump_above[0]), args.dump_above[1])
+    wanted = args.model_devi is not None or args.stop_above is not None or dump_above is not None
+    devi_every = args.model_devi_every if args.model_devi_every is not None else (args.block if wanted else 0)
+    deviation = ModelDeviationChecks(devi_every, args.model_devi, args.stop_above, dump_above, dump_file)
     atoms = read(args.structure, index=-1)
     if not args.keep_velocities and atoms.has("momenta"):
         del atoms.arrays["momenta"]  # Maxwell-Boltzmann momenta at --temperature instead
@@ -68,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = Outputs(args.thermo, args.thermo_every, args.trajectory, args.trajectory_every, args.restart,
                       args.restart_every)
     result = run_md(model, atoms, settings, outputs, resume=args.resume, progress=not args.no_progress,
-                    extrapolation=checks)
+                    extrapolation=checks, deviation=deviation)
     print(thermo_table(result))
     if checks.every:
         flagged = result.extrapolation

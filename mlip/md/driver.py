@@ -16,9 +16,11 @@ Output, all optional (the files: :mod:`mlip.md.outputs`): a CSV thermo log every
 forces and, for periodic cells, stress) every ``trajectory_every`` steps, and a
 restart file (atomic, checksummed) every ``restart_every`` steps and at the end;
 ``resume=True`` continues a killed run from it, dropping log rows and frames
-written after it.  Extrapolation checks (:mod:`mlip.md.extrapolation`) compare
-every ``every``-th frame with the model's training range, warn, write the frame
-and stop past ``max_warnings``.  Units: temperature K,
+written after it.  Frame checks run between blocks: extrapolation
+(:mod:`mlip.md.extrapolation`) compares every ``every``-th frame with the model's
+training range, warns, writes the frame and stops past ``max_warnings``; model
+deviation (:mod:`mlip.md.deviation`, ensembles) writes DeePMD's model_devi.out rows,
+dumps candidate frames and stops above a force deviation.  Units: temperature K,
 pressure GPa, time step and coupling times fs, thermo columns as named.
 """
 
@@ -46,8 +48,9 @@ from mlip.md.outputs import (
     append_frame, append_thermo, load_restart, save_restart, start_thermo, trajectory_frame, truncate_outputs,
 )
 from mlip.extrapolation import ExtrapolationWarning
+from mlip.md.deviation import ModelDeviationMonitor
 from mlip.md.extrapolation import ExtrapolationMonitor, ExtrapolationRecord
-from mlip.md.settings import ExtrapolationChecks, MDSettings, Outputs
+from mlip.md.settings import ExtrapolationChecks, MDSettings, ModelDeviationChecks, Outputs
 from mlip.md.state import MDState, kinetic_energy, pressure_tensor, volume
 from mlip.md.system import MDSystem
 from mlip.model import Model
@@ -94,6 +97,8 @@ class MDResult:
         timestep_fs: the time step, fs.
         extrapolation: the extrapolation checks of this call that found atoms
             outside the training range (empty without checks).
+        model_devi: ``[rows, 8]`` model-deviation rows of this call (DeePMD's
+            columns, :data:`mlip.uncertainty.MODEL_DEVI_COLUMNS`).
     """
 
     atoms: Atoms
@@ -106,6 +111,7 @@ class MDResult:
     timestep_fs: float
     columns: tuple[str, ...] = field(default=THERMO_COLUMNS)
     extrapolation: list[ExtrapolationRecord] = field(default_factory=list)
+    model_devi: np.ndarray = field(default_factory=lambda: np.zeros((0, 8)))
 
     @property
     def ns_per_day(self) -> float:
@@ -219,6 +225,7 @@ class Segment:
         seconds, compile_seconds: wall time in all and of the first block.
         replays, neighbor_rebuilds: blocks redone after an overflow; list rebuilds.
         extrapolation: checks that found atoms outside the training range.
+        model_devi: ``[rows, 8]`` model-deviation rows.
     """
 
     state: MDState
@@ -229,6 +236,7 @@ class Segment:
     replays: int
     neighbor_rebuilds: int
     extrapolation: list[ExtrapolationRecord] = field(default_factory=list)
+    model_devi: np.ndarray = field(default_factory=lambda: np.zeros((0, 8)))
 
 
 # Compiled force fields, ensembles and blocks of recent simulations with the default
@@ -317,12 +325,14 @@ class Simulation:
 
     def run(self, state: MDState, neighbors: CellListState, parameters: StepParameters, until: int,
             outputs: Outputs = Outputs(), progress: bool = False,
-            extrapolation: ExtrapolationChecks = ExtrapolationChecks()) -> Segment:
+            extrapolation: ExtrapolationChecks = ExtrapolationChecks(),
+            deviation: ModelDeviationChecks = ModelDeviationChecks()) -> Segment:
         """Integrate from ``state`` up to step ``until``, writing ``outputs``.  With
         ``parameters.lam`` an array of ``until - state.step`` values, step ``k`` of the
         segment runs at ``lam[k]`` (a switching schedule).  ``extrapolation`` checks
         frames against the model's training range (an
-        :class:`~mlip.extrapolation.ExtrapolationWarning` per check that finds any).
+        :class:`~mlip.extrapolation.ExtrapolationWarning` per check that finds any);
+        ``deviation`` writes an ensemble's model deviation.
 
         Raises:
             ValueError: atoms came closer than ``r_min`` or non-finite positions
@@ -330,14 +340,18 @@ class Simulation:
                 without a stored feature range.
             MDError: a non-finite energy.
             ExtrapolationError: more extrapolation warnings than ``extrapolation.max_warnings``.
+            ModelDeviationError: a force deviation above ``deviation.stop_above``.
         """
         system, settings = self.system, self.settings
-        monitor = ExtrapolationMonitor(system, extrapolation) if extrapolation.every else None
+        flags = ExtrapolationMonitor(system, extrapolation) if extrapolation.every else None
+        devi = ModelDeviationMonitor(system, deviation) if deviation.every else None
+        monitors = [m for m in (flags, devi) if m is not None]
         block_length = settings.block
-        for wanted, every in ((outputs.trajectory, outputs.trajectory_every),
-                              (outputs.restart, outputs.restart_every), (monitor, extrapolation.every)):
-            if wanted:
+        for path, every in ((outputs.trajectory, outputs.trajectory_every), (outputs.restart, outputs.restart_every)):
+            if path:
                 block_length = math.gcd(block_length, int(every))
+        for monitor in monitors:
+            block_length = math.gcd(block_length, monitor.every)
         thermo_every = int(outputs.thermo_every)
         if outputs.thermo:
             start_thermo(outputs.thermo, THERMO_COLUMNS)
@@ -382,10 +396,11 @@ class Simulation:
                 append_frame(outputs.trajectory, trajectory_frame(system, state, step))
             if outputs.restart and (step % outputs.restart_every == 0 or step == until):
                 save_restart(outputs.restart, state, settings, system)
-            if monitor is not None and step % extrapolation.every == 0:
-                line = monitor.check(state, neighbors, step)
-                if line is not None:
-                    warnings.warn(line, ExtrapolationWarning, stacklevel=2)
+            for monitor in monitors:
+                if step % monitor.every == 0:
+                    line = monitor.check(state, neighbors, step)
+                    if line is not None:
+                        warnings.warn(line, ExtrapolationWarning, stacklevel=2)
             if bar is not None:
                 elapsed = time.perf_counter() - started
                 bar.update(n)
@@ -394,7 +409,8 @@ class Simulation:
             bar.close()
         return Segment(state, neighbors, np.array(rows, np.float64).reshape(-1, len(THERMO_COLUMNS)),
                        time.perf_counter() - started, compile_seconds, replays, rebuilds,
-                       [] if monitor is None else monitor.records)
+                       [] if flags is None else flags.records,
+                       np.array(devi.rows if devi is not None else [], np.float64).reshape(-1, 8))
 
 
 def initial_momenta(atoms: Atoms, settings: MDSettings) -> np.ndarray:
@@ -411,9 +427,11 @@ def initial_momenta(atoms: Atoms, settings: MDSettings) -> np.ndarray:
 @with_float64
 def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outputs: Outputs = Outputs(),
            resume: bool = False, progress: bool = False,
-           extrapolation: ExtrapolationChecks = ExtrapolationChecks()) -> MDResult:
+           extrapolation: ExtrapolationChecks = ExtrapolationChecks(),
+           deviation: ModelDeviationChecks = ModelDeviationChecks()) -> MDResult:
     """Integrate ``atoms`` with ``model`` as ``settings`` say, writing ``outputs``,
-    with ``extrapolation`` checks (:class:`~mlip.md.settings.ExtrapolationChecks`).
+    with ``extrapolation`` checks (:class:`~mlip.md.settings.ExtrapolationChecks`) and
+    an ensemble's model ``deviation`` (:class:`~mlip.md.settings.ModelDeviationChecks`).
 
     Raises:
         ValueError: bad input (unknown element, atoms closer than ``r_min``, NaN),
@@ -430,11 +448,12 @@ def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outp
         neighbors = system.allocate_neighbors(state.position, state.cell)
         truncate_outputs(outputs, int(state.step))
     start_step = int(state.step)
-    segment = simulation.run(state, neighbors, parameters, settings.steps, outputs, progress, extrapolation)
+    segment = simulation.run(state, neighbors, parameters, settings.steps, outputs, progress, extrapolation,
+                             deviation)
     end_step = int(segment.state.step)
     return MDResult(trajectory_frame(system, segment.state, end_step), segment.thermo, end_step - start_step,
                     segment.seconds, segment.compile_seconds, segment.replays, segment.neighbor_rebuilds,
-                    settings.timestep, extrapolation=segment.extrapolation)
+                    settings.timestep, extrapolation=segment.extrapolation, model_devi=segment.model_devi)
 
 
 def thermo_table(result: MDResult, columns: Sequence[str] = SUMMARY_COLUMNS, last: int = 5) -> str:

@@ -47,6 +47,7 @@ class ExtrapolationMonitor:
         resolve_policy(system.model, "warn", "extrapolation checks")  # the model must know its range
         self.system = system
         self.checks = checks
+        self.every = checks.every
         self.records: list[ExtrapolationRecord] = []
         self.warnings = 0  # out-of-range values over all checked frames (n2p2's warning count)
         functions = make_model_functions(system.model.config)

@@ -119,3 +119,40 @@ class ExtrapolationChecks:
         if self.every == 0 and (self.max_warnings is not None or self.frames is not None):
             raise ValueError("max extrapolation warnings and extrapolation frames need checks: give a check "
                              "interval (every > 0)")
+
+
+@dataclass(frozen=True)
+class ModelDeviationChecks:
+    """Model deviation of an ensemble model during MD, as DeePMD-kit writes it: every
+    ``every`` steps the members' forces, virials and energies of the current frame
+    give one row of ``model_devi.out`` (:mod:`mlip.uncertainty`).
+
+    Attributes:
+        every: steps between rows; 0 turns the checks off.
+        file: the model_devi.out file (DeePMD's columns; appended to on resume); None: not written.
+        stop_above: end the run (``ModelDeviationError``, after writing the frame to
+            ``dump_file`` if given) once ``max_devi_f`` exceeds this, eV/Å; None: never.
+        dump_above: append frames whose ``max_devi_f`` is at least this (eV/Å) to
+            ``dump_file`` (candidates for labelling); None: none.
+        dump_file: extxyz or ``.traj`` file of those frames (per-atom ``devi_f`` array).
+    """
+
+    every: int = 0
+    file: str | os.PathLike | None = None
+    stop_above: float | None = None
+    dump_above: float | None = None
+    dump_file: str | os.PathLike | None = None
+
+    def __post_init__(self):
+        if int(self.every) != self.every or self.every < 0:
+            raise ValueError(f"model deviation interval must be a non-negative integer, got {self.every}")
+        for name in ("stop_above", "dump_above"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name.replace('_', '-')} must be a non-negative force deviation in eV/Å, "
+                                 f"got {value}")
+        if self.every == 0 and (self.file or self.stop_above is not None or self.dump_above is not None):
+            raise ValueError("model deviation output, --stop-above and --dump-above need a model deviation "
+                             "interval (every > 0)")
+        if self.dump_above is not None and self.dump_file is None:
+            raise ValueError("dump-above needs a file to append the frames to")
