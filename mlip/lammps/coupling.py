@@ -30,6 +30,11 @@ the same collective call; ``showew`` prints a line at each step that has any,
 ``showewsum N`` the count of the last N steps, ``maxew M`` stops the run once more
 than M warnings were counted (since the start, or in this step with ``resetew``).
 
+Model deviation (ensemble models, :class:`ModelDeviation`, DeePMD's ``out_file`` /
+``out_freq``): every N steps each rank evaluates every member on its atoms, the
+members' energies and virials and the force-deviation statistics of the local atoms
+are reduced over ranks, and rank 0 appends a row of DeePMD's ``model_devi.out``.
+
 Units: LAMMPS ``metal`` (eV, Å, ps; virial in eV) only.
 """
 
@@ -49,6 +54,7 @@ from ase.data import atomic_masses, atomic_numbers
 
 from mlip.lammps.domain import DomainEvaluator
 from mlip.model import Model
+from mlip.uncertainty import force_deviation, model_devi_from_parts, model_devi_header, model_devi_line
 
 # mass tolerance when atom types are matched to the model's elements by mass, amu
 MASS_TOLERANCE = 0.1
@@ -129,6 +135,19 @@ class Extrapolation:
             raise ValueError(f"maxew must be a non-negative integer, got {self.maxew}")
 
 
+@dataclass(frozen=True)
+class ModelDeviation:
+    """Model-deviation output of an :class:`MLIPFix` (ensemble models), as DeePMD-kit's
+    ``pair_style deepmd`` names it: ``out_file`` gets a row every ``out_freq`` steps."""
+
+    out_file: str | os.PathLike
+    out_freq: int = 100
+
+    def __post_init__(self):
+        if int(self.out_freq) != self.out_freq or self.out_freq < 1:
+            raise ValueError(f"out_freq must be a positive number of steps, got {self.out_freq}")
+
+
 def _mean(values: list[float], skip: int) -> float:
     timed = values[skip:] if len(values) > skip else values
     return float(np.mean(timed)) if timed else float("nan")
@@ -158,6 +177,7 @@ class MLIPFix:
         extrapolation: warning settings (:class:`Extrapolation`); the default counts
             warnings (:attr:`extrapolation_warnings`) whenever the model stores its
             training range, and prints and stops on nothing.
+        model_devi: model-deviation output (:class:`ModelDeviation`, ensemble models).
 
     Raises:
         ValueError: units other than ``metal``, a 2d simulation, a missing fix, an
@@ -168,7 +188,7 @@ class MLIPFix:
     def __init__(self, lmp, model: Model | str | os.PathLike, fix_id: str = "mlip",
                  elements: Sequence[str] | None = None, dtype: str = "float64", skin: float = 0.3,
                  chunk_size: int = 1024, evaluator: DomainEvaluator | None = None,
-                 extrapolation: Extrapolation = Extrapolation()):
+                 extrapolation: Extrapolation = Extrapolation(), model_devi: ModelDeviation | None = None):
         _, MPI = import_lammps()
         if not isinstance(model, Model):
             from mlip.io import load_model
@@ -194,6 +214,15 @@ class MLIPFix:
             raise ValueError("extrapolation warnings (showew, showewsum, maxew) need a model that stores its "
                              "training range (mlip train records it; n2p2 potentials bring scaling.data's)")
         self.extrapolation = extrapolation
+        if model_devi is not None and model.config.ensemble < 2:
+            raise ValueError("model deviation output needs an ensemble model; this model is a single network "
+                             "per element")
+        self.model_devi = model_devi
+        if model_devi is not None and self.rank == 0:
+            path = Path(model_devi.out_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                path.write_text(model_devi_header() + "\n")
         self.extrapolation_warnings = 0  # counted since the fix was attached (all ranks)
         self._since_summary = 0
         self.statistics = FixStatistics()
@@ -321,6 +350,36 @@ class MLIPFix:
                               f"maxew = {settings.maxew}")
         return None
 
+    def _write_model_devi(self, step: int, nlocal: int) -> Exception | None:
+        """Every member on this rank's atoms, reduced over ranks; rank 0 appends the
+        row (collective: every rank calls it at the same steps)."""
+        MPI = self._MPI
+        n_members = self.model.config.ensemble
+        error: Exception | None = None
+        sums = np.zeros(n_members * 10 + 3)  # energies, virials, sum devi_f, atoms, failed
+        extremes = np.array([-np.inf, -np.inf])  # max devi_f, -min devi_f
+        try:
+            members = self.evaluator.members()
+            devi_f = force_deviation(members.forces)
+            sums[:n_members] = members.energy
+            sums[n_members:10 * n_members] = members.virial.reshape(-1)
+            sums[-3:-1] = [devi_f.sum(), nlocal]
+            if nlocal:
+                extremes[:] = [devi_f.max(), -devi_f.min()]
+        except Exception as exc:  # reported collectively
+            error, sums[-1] = exc, 1.0
+        self.comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
+        self.comm.Allreduce(MPI.IN_PLACE, extremes, op=MPI.MAX)
+        if sums[-1] > 0:
+            return error or RuntimeError("the model deviation failed on another rank")
+        n_atoms = int(sums[-2])
+        row = model_devi_from_parts(sums[:n_members], sums[n_members:10 * n_members].reshape(n_members, 3, 3),
+                                    extremes[0], -extremes[1], sums[-3] / max(n_atoms, 1), max(n_atoms, 1))
+        if self.rank == 0:
+            with open(self.model_devi.out_file, "a") as handle:
+                handle.write(model_devi_line(step, row) + "\n")
+        return None
+
     def _callback(self, caller: Any, ntimestep: int, nlocal: int, tag, x, f) -> None:
         """``fix external`` callback: forces into ``f``, global energy and virial."""
         MPI = self._MPI
@@ -355,6 +414,8 @@ class MLIPFix:
         self.comm.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
         if totals[7] == 0:
             error = self._count_extrapolation(int(ntimestep), int(totals[8]), int(totals[9]), float(largest[1]))
+            if error is None and self.model_devi is not None and ntimestep % self.model_devi.out_freq == 0:
+                error = self._write_model_devi(int(ntimestep), int(nlocal))
             if error is not None:
                 totals[7] = 1.0
         if totals[7] > 0:

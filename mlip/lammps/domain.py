@@ -157,6 +157,29 @@ def compiled_domain_function(config: ModelConfig, chunk_size: int = 1024):
     return jax.jit(make_domain_function(config, chunk_size))
 
 
+@functools.lru_cache(maxsize=8)
+def compiled_member_function(config: ModelConfig, chunk_size: int = 1024):
+    """``jax.jit`` of every ensemble member's domain function: :func:`make_domain_function`
+    of one member mapped over the member axis of the parameters (the descriptors do
+    not depend on them and are computed once; the pullbacks are batched)."""
+    member = make_domain_function(config.member, chunk_size)
+    return jax.jit(jax.vmap(member, in_axes=(0,) + (None,) * 8))
+
+
+class MemberDomainResult(NamedTuple):
+    """Every ensemble member's contribution of one rank (host numpy, float64).
+
+    Attributes:
+        energy: ``[K]`` sums of the local atoms' energies, eV.
+        forces: ``[K, n_local, 3]`` forces on the local atoms, eV/Å.
+        virial: ``[K, 3, 3]`` sums of the local atoms' virials, eV.
+    """
+
+    energy: np.ndarray
+    forces: np.ndarray
+    virial: np.ndarray
+
+
 @dataclass
 class _Layout:
     """Row order, padded arrays and checks fixed between two neighbour-list builds."""
@@ -199,6 +222,8 @@ class DomainEvaluator:
         self.skin = float(skin)
         self._params = cast_params(model.params, self.dtype)
         self._function = compiled_domain_function(model.config, int(chunk_size))
+        self._chunk_size = int(chunk_size)
+        self._empty = False  # the last evaluate() had no local atoms
         if extrapolation:
             resolve_policy(model, "warn", "extrapolation")  # the model must store its range
         self._bounds = feature_bounds(model.config, model.feature_range, self.dtype) if extrapolation else None
@@ -261,6 +286,7 @@ class DomainEvaluator:
         finite = np.all(np.isfinite(positions), axis=1)
         if not finite.all():
             raise ValueError(f"positions of atoms {names[~finite][:10].tolist()} are NaN or infinite")
+        self._empty = n_local == 0
         if n_local == 0:
             none = None if self._bounds is None else np.zeros(0, dtype=np.int32)
             return DomainResult(0.0, np.zeros(0), np.zeros((0, 3)), np.zeros((3, 3)), np.zeros((0, 3, 3)), none,
@@ -298,6 +324,29 @@ class DomainEvaluator:
             None if flags is None else np.asarray(flags.count)[:n_local],
             None if flags is None else np.asarray(flags.excursion, dtype=np.float64)[:n_local],
         )
+
+    @with_float64
+    def members(self) -> MemberDomainResult:
+        """Every member's energy, local forces and virial at the frame of the last
+        :meth:`evaluate` call (an ensemble model; the same rows and neighbour list).
+
+        Raises:
+            ValueError: a single model, or no frame evaluated yet.
+        """
+        if self.model.config.ensemble < 2:
+            raise ValueError("model deviation needs an ensemble model; this model is a single network per element")
+        n_members = self.model.config.ensemble
+        if self._empty:
+            return MemberDomainResult(np.zeros(n_members), np.zeros((n_members, 0, 3)), np.zeros((n_members, 3, 3)))
+        layout = self._layout
+        if layout is None:
+            raise ValueError("no frame evaluated yet: call evaluate() first")
+        function = compiled_member_function(self.model.config, self._chunk_size)
+        energy, _, forces, virial, _, _ = function(
+            self._params, jnp.asarray(layout.buffer, self.dtype), *layout.arrays[:4], layout.n_local,
+            layout.arrays[4], None)
+        return MemberDomainResult(np.asarray(energy, np.float64), np.asarray(forces, np.float64)[:, :layout.n_local],
+                                  np.asarray(virial, np.float64))
 
     def _build_layout(self, positions: np.ndarray, shifted: np.ndarray, species: np.ndarray, n_local: int,
                       i: np.ndarray, j: np.ndarray, names: np.ndarray, fold: bool) -> _Layout:

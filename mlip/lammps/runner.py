@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from mlip.lammps.coupling import Extrapolation, FixStatistics, MLIPFix, import_lammps
+from mlip.lammps.coupling import Extrapolation, FixStatistics, MLIPFix, ModelDeviation, import_lammps
 from mlip.lammps.domain import DomainEvaluator
 from mlip.model import Model
 
@@ -102,7 +102,8 @@ class RunSummary:
 def run_input(model: Model | str | os.PathLike, input_path: str | os.PathLike,
               elements: Sequence[str] | None = None, dtype: str = "float64", skin: float = 0.3,
               variables: dict[str, str] | None = None, log: str | os.PathLike | None = "log.lammps",
-              screen: bool = True, comm=None, extrapolation: Extrapolation = Extrapolation()) -> RunSummary:
+              screen: bool = True, comm=None, extrapolation: Extrapolation = Extrapolation(),
+              model_devi: ModelDeviation | None = None) -> RunSummary:
     """Run the LAMMPS input ``input_path`` with ``model`` as its force field.
 
     Call on every MPI rank (``mpirun -np N python script.py`` or ``mpirun -np N mlip
@@ -121,6 +122,7 @@ def run_input(model: Model | str | os.PathLike, input_path: str | os.PathLike,
         screen: LAMMPS screen output on rank 0.
         comm: mpi4py communicator (default ``MPI.COMM_WORLD``).
         extrapolation: n2p2-style warning settings (:class:`~mlip.lammps.coupling.Extrapolation`).
+        model_devi: DeePMD-style model-deviation output (:class:`~mlip.lammps.coupling.ModelDeviation`).
 
     Raises:
         ValueError: a bad input for mlip (see :class:`MLIPFix`; no ``fix external``
@@ -182,7 +184,7 @@ def run_input(model: Model | str | os.PathLike, input_path: str | os.PathLike,
                 if fix is not None and fix.fix_id != words[1]:
                     raise ValueError(f"a second fix external ({words[1]!r}) while {fix.fix_id!r} holds the model")
                 state["fix"] = MLIPFix(lmp, model, words[1], elements=elements, evaluator=evaluator,
-                                       extrapolation=extrapolation)
+                                       extrapolation=extrapolation, model_devi=model_devi)
                 state["fixes"].append(state["fix"])
         return True
 
