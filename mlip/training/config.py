@@ -50,7 +50,9 @@ class ModelSection:
     activation: str = "tanh"  # tanh, softplus or silu
     r_min: float = 0.0  # shortest accepted distance, Å; 0: 0.85 x the shortest distance in the training data
     scaling: str = "standard"  # feature scaling fitted on the training set: standard or minmax
-    seed: int = 0  # weight initialisation
+    seed: int = 0  # weight initialisation (ensemble member k: seed + k)
+    ensemble: int = 1  # members trained together in one process (> 1: an ensemble model with uncertainties)
+    bootstrap: bool = False  # ensemble: each member fits its own bootstrap resample of the training structures
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,10 @@ def check_config(config: TrainConfig) -> None:
     _choice("training.dtype", config.training.dtype, ("float32", "float64"))
     _choice("model.scaling", config.model.scaling, ("standard", "minmax"))
     _choice("training.keep", config.training.keep, ("best", "last"))
+    if config.model.ensemble < 1:
+        raise ConfigError(f"model.ensemble must be >= 1 (the number of members), got {config.model.ensemble}")
+    if config.model.bootstrap and config.model.ensemble == 1:
+        raise ConfigError("model.bootstrap needs model.ensemble >= 2 (it resamples the data per member)")
     for group in config.transfer.freeze:
         _choice("transfer.freeze entry", group, FREEZE_GROUPS)
     if config.training.epochs < 0 or config.training.batch_atoms < 1:

@@ -24,9 +24,9 @@ from mlip.training.checkpoint import save_checkpoint
 from mlip.training.config import TrainConfig
 from mlip.training.eos import EOSTerm
 from mlip.training.features import FeatureDataset
-from mlip.training.loss import LossWeights, summarize
+from mlip.training.loss import LossWeights
 from mlip.training.state import Progress, TrainState
-from mlip.training.steps import accumulate, evaluate_dataset, loss_weights
+from mlip.training.steps import accumulate, evaluate_dataset, loss_weights, summarize_members
 
 if TYPE_CHECKING:
     from mlip.training.trainer import PreparedData
@@ -50,6 +50,8 @@ class Run:
         n_devices: devices a batch is split over (batch sizes are multiples of it).
         dtype: the training dtype.
         checkpoint_path: ``checkpoints/latest.ckpt`` of the output directory.
+        sample_weights: ``[members, n_train]`` per-member weights of the training
+            structures (bootstrap resample counts) on the device, or None (all 1).
     """
 
     config: TrainConfig
@@ -64,6 +66,7 @@ class Run:
     n_devices: int
     dtype: DTypeLike
     checkpoint_path: Path
+    sample_weights: jax.Array | None = None
 
     def n_compilations(self) -> int:
         """Shapes the train step has been compiled for so far."""
@@ -126,17 +129,20 @@ def _train_epoch(run: Run, state: TrainState, epoch: int, weights: LossWeights) 
     train_set, training = run.train_set, run.config.training
     total, schedule, flags = None, [], []
     for bucket, index in train_set.batches(training.batch_atoms, training.seed, epoch, multiple=run.n_devices):
-        state, metrics = run.train_step(state, train_set.buckets[bucket], index, weights, run.eos_terms)
+        state, metrics = run.train_step(state, train_set.buckets[bucket], index, weights, run.eos_terms,
+                                        run.sample_weights)
         schedule.append((bucket, index))
         flags.append(metrics["nonfinite"])
         total = accumulate(total, metrics)
-    bad = [n for n, flag in enumerate(jax.device_get(flags)) if flag > 0]
+    bad = [n for n, flag in enumerate(jax.device_get(flags)) if np.any(flag > 0)]  # flag: [members] in ensembles
     if bad:
         bucket, index = schedule[bad[0]]
         names = [run.data.train[int(k)].name for k in
                  np.asarray(run.data.train_features.buckets[bucket].sample)[index[index >= 0]]]
+        flag = np.asarray(jax.device_get(flags[bad[0]]))
+        members = f" (ensemble member(s) {np.flatnonzero(flag > 0).tolist()})" if flag.ndim else ""
         raise TrainingError(
-            f"non-finite loss or gradient at epoch {epoch + 1} in the batch of structures {names}; "
+            f"non-finite loss or gradient at epoch {epoch + 1}{members} in the batch of structures {names}; "
             f"the update was skipped and the last good checkpoint ({run.checkpoint_path}) is kept. "
             "Lower optimizer.learning_rate or check these structures' labels."
         )
@@ -145,9 +151,11 @@ def _train_epoch(run: Run, state: TrainState, epoch: int, weights: LossWeights) 
 
 def _epoch_record(run: Run, state: TrainState, total: dict, epoch: int, weights: LossWeights) -> dict:
     """The epoch's history record: update count, training metrics and, with a
-    validation set, the validation metrics of :attr:`TrainState.eval_params`."""
-    record = {"epoch": epoch + 1, "lr_step": int(state.step), **{
-        f"train_{k}": v for k, v in summarize(jax.device_get(total)).items()}}
+    validation set, the validation metrics of :attr:`TrainState.eval_params`.  For
+    an ensemble every metric is the mean over the members, and ``train_loss_members``
+    / ``val_loss_members`` list each member's loss."""
+    record = {"epoch": epoch + 1, "lr_step": int(np.max(jax.device_get(state.step))), **{
+        f"train_{k}": v for k, v in summarize_members(jax.device_get(total)).items()}}
     if run.validation_set is not None:
         record.update({f"val_{k}": v for k, v in evaluate_dataset(
             run.eval_step, state.eval_params, run.validation_set, weights, run.config.training.batch_atoms,

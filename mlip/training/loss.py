@@ -91,21 +91,26 @@ def reference_virial(arrays: StructureArrays) -> jax.Array:
 
 
 def make_loss(config: ModelConfig, kind: str = "mse", delta: float = 0.01):
-    """``loss(params, arrays, valid, weights) -> (loss, metrics)``.
+    """``loss(params, arrays, valid, weights, sample_weights=None) -> (loss, metrics)``.
 
-    ``valid`` ``[S]`` masks padding structures of a batch.  ``metrics`` holds sums
-    over the batch (absolute and squared errors, counts) in eV/atom, eV/Å and
-    eV/Å^3 that the caller accumulates into MAEs and RMSEs.
+    ``valid`` ``[S]`` masks padding structures of a batch.  ``sample_weights``
+    (``[n_samples]``, indexed by ``arrays.sample``), when given, multiplies each
+    structure's loss terms (bootstrap resample counts of an ensemble member); the
+    error metrics stay unweighted.  ``metrics`` holds sums over the batch
+    (absolute and squared errors, counts) in eV/atom, eV/Å and eV/Å^3 that the
+    caller accumulates into MAEs and RMSEs.
     """
     predict = make_predictor(config)
     penalty = _penalty(kind, delta)
 
-    def loss(params, arrays: StructureArrays, valid, weights: LossWeights):
+    def loss(params, arrays: StructureArrays, valid, weights: LossWeights, sample_weights=None):
         prediction = predict(params, arrays)
         dtype = prediction.energy.dtype
         valid = valid.astype(dtype)
         n_atoms = jnp.maximum(arrays.n_atoms, 1).astype(dtype)
         w = valid * weights.groups[arrays.group]
+        if sample_weights is not None:
+            w = w * sample_weights[arrays.sample].astype(dtype)
         atom_mask = (arrays.species >= 0).astype(dtype) * valid[:, None]
 
         energy_error = (prediction.energy - arrays.energy) / n_atoms

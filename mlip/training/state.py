@@ -27,9 +27,9 @@ class TrainState:
     """Parameters, optimiser state, update count and EMA weights of a training run.
 
     Attributes:
-        step: ``int32`` scalar, number of optimiser updates applied (a skipped,
-            non-finite update does not count), equal to the optax count the
-            learning-rate schedule reads.
+        step: ``int32`` scalar (``[K]`` for an ensemble of K members), number of
+            optimiser updates applied (a skipped, non-finite update does not
+            count), equal to the optax count the learning-rate schedule reads.
         params: the parameters being trained (the run's dtype; frozen leaves included).
         opt_state: optax state of the optimiser that updates ``params``.
         ema: exponential moving average of ``params`` after each update, or None
@@ -43,7 +43,7 @@ class TrainState:
 
     @classmethod
     def create(cls, params: Params, optimizer: optax.GradientTransformation, ema: bool,
-               dtype: DTypeLike) -> TrainState:
+               dtype: DTypeLike, members: int = 1) -> TrainState:
         """Fresh state at step 0 that owns its buffers: the train step donates them,
         so ``params`` (e.g. a model's float64 arrays) are copied and survive.
 
@@ -52,12 +52,19 @@ class TrainState:
             optimizer: the run's optax transformation (initialised here).
             ema: keep an exponential moving average of the parameters.
             dtype: the training dtype of every parameter leaf.
+            members: ensemble size; above 1 every leaf of ``params`` has a leading
+                member axis and so does every leaf of the state (``step`` is
+                ``[members]``, the optimiser state is initialised per member).
         """
         params = jax.tree_util.tree_map(lambda x: jnp.array(x, dtype, copy=True), params)
+        if members > 1:
+            step, opt_state = jnp.zeros((members,), jnp.int32), jax.vmap(optimizer.init)(params)
+        else:
+            step, opt_state = jnp.zeros((), jnp.int32), optimizer.init(params)
         return cls(
-            step=jnp.zeros((), jnp.int32),
+            step=step,
             params=params,
-            opt_state=optimizer.init(params),
+            opt_state=opt_state,
             ema=jax.tree_util.tree_map(jnp.copy, params) if ema else None,
         )
 
@@ -76,7 +83,9 @@ class Progress:
             epoch with the lowest score, copied out of the donated state.
         epoch: epochs completed.
         best_loss: that lowest score: the validation loss, or the training loss
-            without a validation set (dimensionless; inf before the first epoch).
+            without a validation set (dimensionless; inf before the first epoch);
+            for an ensemble the mean over its members, so all members share the
+            selected epoch.
         best_epoch: 1-based epoch of ``best_loss`` (-1 before the first epoch).
         bad_epochs: epochs since the last improvement (early stopping's counter).
         history: one record per completed epoch (losses, MAEs, seconds).

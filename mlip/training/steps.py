@@ -48,13 +48,21 @@ def _take(sharding):
 
 
 def make_train_step(model_config: ModelConfig, config: TrainConfig, optimizer: optax.GradientTransformation,
-                    labels: Params, sharding=None) -> Callable:
-    """Jitted ``train_step(state, bucket, index, weights, eos_terms) -> (state, metrics)``.
+                    labels: Params, sharding=None, members: int = 1) -> Callable:
+    """Jitted ``train_step(state, bucket, index, weights, eos_terms, sample_weights=None)
+    -> (state, metrics)``.
 
     One optimiser update of the loss plus the EOS penalties.  A non-finite loss
     or gradient leaves ``params``, ``opt_state`` and ``step`` as they were and sets
     ``metrics["nonfinite"]`` to 1.  The EMA, when the state keeps one, follows the
     (kept) parameters with ``optimizer.ema_decay``.  ``state`` is donated.
+
+    ``model_config`` is the configuration of one member.  With ``members`` > 1 the
+    single-member step is ``vmap``-ed over a stacked :class:`TrainState` (every
+    leaf with a leading member axis) and the optional ``sample_weights``
+    ``[members, n_train]`` (bootstrap counts), while the batch, the weights and the
+    EOS terms are shared: one compilation per bucket shape trains every member,
+    and every metric gets a leading member axis.
     """
     loss_fn = make_loss(model_config, config.loss.kind, config.loss.huber_delta)
     _, eos_penalty = make_eos_functions(model_config)
@@ -62,11 +70,11 @@ def make_train_step(model_config: ModelConfig, config: TrainConfig, optimizer: o
     plateau = config.optimizer.schedule == "plateau"
     batch = _take(sharding)
 
-    def train_step(state: TrainState, bucket, index, weights: LossWeights, eos_terms):
+    def train_step(state: TrainState, bucket, index, weights: LossWeights, eos_terms, sample_weights=None):
         arrays, valid = batch(bucket, index)
 
         def objective(params):
-            value, metrics = loss_fn(params, arrays, valid, weights)
+            value, metrics = loss_fn(params, arrays, valid, weights, sample_weights)
             for term in eos_terms:
                 value = value + eos_penalty(params, term)
             return value, metrics
@@ -87,12 +95,15 @@ def make_train_step(model_config: ModelConfig, config: TrainConfig, optimizer: o
                                opt_state=keep(opt_state, state.opt_state), ema=ema)
         return new_state, metrics
 
+    if members > 1:
+        train_step = jax.vmap(train_step, in_axes=(0, None, None, None, None, 0))
     return jax.jit(train_step, donate_argnums=0)
 
 
-def make_eval_step(model_config: ModelConfig, config: TrainConfig, sharding=None) -> Callable:
+def make_eval_step(model_config: ModelConfig, config: TrainConfig, sharding=None, members: int = 1) -> Callable:
     """Jitted ``eval_step(params, bucket, index, weights) -> metrics`` (sums, as
-    ``train_step``'s, without an update)."""
+    ``train_step``'s, without an update); with ``members`` > 1, ``vmap``-ed over
+    stacked member parameters (``model_config`` is one member's), metrics ``[members]``."""
     loss_fn = make_loss(model_config, config.loss.kind, config.loss.huber_delta)
     batch = _take(sharding)
 
@@ -100,6 +111,8 @@ def make_eval_step(model_config: ModelConfig, config: TrainConfig, sharding=None
         arrays, valid = batch(bucket, index)
         return loss_fn(params, arrays, valid, weights)[1]
 
+    if members > 1:
+        eval_step = jax.vmap(eval_step, in_axes=(0, None, None, None))
     return jax.jit(eval_step)
 
 
@@ -123,8 +136,21 @@ def loss_weights(config: TrainConfig, epoch: int, groups: tuple[str, ...], dtype
 
 def evaluate_dataset(eval_step: Callable, params: Params, dataset: FeatureDataset, weights: LossWeights,
                      batch_atoms: int, multiple: int = 1) -> dict[str, float]:
-    """Loss and MAE/RMSE (meV/atom, meV/Å, GPa) of ``params`` on a featurised set."""
+    """Loss and MAE/RMSE (meV/atom, meV/Å, GPa) of ``params`` on a featurised set
+    (for an ensemble's ``eval_step``: the members' means, see :func:`summarize_members`)."""
     total = None
     for bucket, index in dataset.batches(batch_atoms, multiple=multiple):
         total = accumulate(total, eval_step(params, dataset.buckets[bucket], index, weights))
-    return summarize(jax.device_get(total))
+    return summarize_members(jax.device_get(total))
+
+
+def summarize_members(metrics: dict) -> dict[str, float]:
+    """:func:`~mlip.training.loss.summarize` of summed metrics; when they carry a
+    leading member axis (an ensemble), every value is the mean over the members of
+    their own summaries, and ``loss_members`` lists each member's loss."""
+    if np.ndim(metrics["loss_sum"]) == 0:
+        return summarize(metrics)
+    members = [summarize({key: value[k] for key, value in metrics.items()}) for k in range(len(metrics["loss_sum"]))]
+    out = {key: float(np.mean([m[key] for m in members])) for key in members[0]}
+    out["loss_members"] = [m["loss"] for m in members]
+    return out

@@ -8,10 +8,21 @@ sequence of named steps: prepare the data (:func:`prepare`), init or resume the
 :mod:`mlip.training.steps`), select the best or last parameters, write the outputs.
 Every epoch writes ``checkpoints/latest.ckpt`` atomically
 (:mod:`mlip.training.checkpoint`); ``resume=True`` continues from it bit for bit.
+
+Ensembles (``[model] ensemble = K``) train in the same process with the same
+compilations: the state's every leaf carries a leading member axis and the
+single-member step is ``vmap``-ed over it, with the batches and cached
+descriptors shared.  Member ``k`` starts from the weights of seed
+``model.seed + k``; feature scaling and reference energies are fitted once and
+shared (the offsets then train per member).  With ``bootstrap = true`` member
+``k`` weights every training structure by how often it was drawn in a bootstrap
+resample (:func:`bootstrap_counts`).  The selected epoch is the one with the
+lowest validation loss averaged over the members.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -26,10 +37,10 @@ from jax.typing import DTypeLike
 
 from mlip.io import ModelFileError, load_model, save_model
 from mlip.kernels.symmetry_functions import default_symmetry_functions
-from mlip.model import Model, ModelConfig, cast_params, init_params
+from mlip.model import Model, ModelConfig, cast_params, init_params, stack_params
 from mlip.precision import DTYPES, with_float64
 from mlip.training.checkpoint import CHECKPOINT_MAGIC, load_checkpoint, save_checkpoint
-from mlip.training.config import TrainConfig
+from mlip.training.config import ConfigError, TrainConfig
 from mlip.training.data import (
     DataError, LabelKeys, Sample, describe, elements_of, read_samples, split_samples, validate_samples,
 )
@@ -104,9 +115,23 @@ def shortest_distance(samples: list[Sample], limit: float) -> float:
 
 
 def initial_model(config: TrainConfig, train: list[Sample]) -> Model:
-    """A new model from the [model] section, or the transfer-learning start model."""
+    """A new single model from the [model] section (weights of ``model.seed``; an
+    ensemble is made of it by :func:`ensemble_start` once its scaling is fitted), or
+    the transfer-learning start model.
+
+    Raises:
+        ConfigError: ``transfer.init_model`` is an ensemble whose size is not
+            ``model.ensemble``, or a single model for an ensemble without bootstrap.
+    """
     if config.transfer.init_model:
-        return load_model(config.path(config.transfer.init_model)).rename_elements(config.transfer.element_map)
+        path = config.path(config.transfer.init_model)
+        model = load_model(path).rename_elements(config.transfer.element_map)
+        wanted, found = config.model.ensemble, model.config.ensemble
+        if found != wanted and not (found == 1 and config.model.bootstrap):
+            why = (" (a single start model gives identical members unless model.bootstrap = true)"
+                   if found == 1 else "")
+            raise ConfigError(f"transfer.init_model {path} is {_members(found)} but model.ensemble = {wanted}{why}")
+        return model
     m = config.model
     elements = m.elements or elements_of(train)
     r_min = m.r_min if m.r_min > 0 else math.floor(85.0 * shortest_distance(train, m.r_cut)) / 100.0
@@ -115,6 +140,38 @@ def initial_model(config: TrainConfig, train: list[Sample]) -> Model:
                                     cutoff_type=m.cutoff_type)
     model_config = ModelConfig(sf, m.hidden_layers, m.activation, r_min)
     return Model(model_config, init_params(model_config, m.seed))
+
+
+def _members(count: int) -> str:
+    return "a single model" if count == 1 else f"an ensemble of {count} members"
+
+
+def ensemble_start(config: TrainConfig, model: Model) -> Model:
+    """The starting model of a run with ``model.ensemble = K`` members, from the
+    fitted single start ``model``: unchanged when it already has K members;
+    otherwise member ``k`` has the weights of seed ``model.seed + k`` (a new model)
+    or ``model``'s (a transfer start, bootstrap only), and every member
+    ``model``'s feature scaling and reference energies."""
+    members = config.model.ensemble
+    if model.config.ensemble == members:
+        return model
+    ensemble_config = dataclasses.replace(model.config, ensemble=members)
+    shared = stack_params([model.params] * members)
+    if not config.transfer.init_model:
+        shared["networks"] = init_params(ensemble_config, config.model.seed)["networks"]
+    return Model(ensemble_config, shared, model.feature_range)
+
+
+def bootstrap_counts(n_samples: int, members: int, seed: int) -> np.ndarray:
+    """``[members, n_samples]`` bootstrap resample counts: row ``k`` counts how often
+    each structure is drawn in ``n_samples`` draws with replacement by a generator
+    seeded with ``(seed, 0xB007, k)`` (``training.seed``; a seed sequence distinct
+    from the batch order's ``(seed, epoch)``).  Each row sums to ``n_samples``."""
+    rows = []
+    for k in range(members):
+        draws = np.random.default_rng([seed, 0xB007, k]).integers(0, n_samples, n_samples)
+        rows.append(np.bincount(draws, minlength=n_samples))
+    return np.stack(rows)
 
 
 @with_float64
@@ -145,6 +202,7 @@ def prepare(config: TrainConfig, progress: bool = False, log: Callable[[str], No
     else:
         model = scaling_from_features(model, by_element, config.model.scaling)
         model = fit_reference_energies(model, [s.atoms for s in train], [s.energy for s in train])
+    model = ensemble_start(config, model)
     eos_terms, eos_targets = [], []
     for entry in config.eos:
         v0, b0 = entry.v0, entry.b0
@@ -234,11 +292,15 @@ def init_or_resume(config: TrainConfig, data: PreparedData, dtype: DTypeLike, ch
     :class:`TrainState` at step 0, or the state and progress of ``checkpoint_path``
     (restored into that fresh state) when resuming and it exists."""
     model = data.model
+    members, member_config = model.config.ensemble, data.model.config.member
     sharding, n_devices = mesh_sharding()
     labels = trainable_labels(model.params, len(model.config.hidden_layers), config.transfer.freeze)
     steps = sum(1 for _ in data.train_features.batches(config.training.batch_atoms, multiple=n_devices))
     optimizer = make_optimizer(config.optimizer, labels, steps, config.training.epochs)
-    state = TrainState.create(model.params, optimizer, config.optimizer.ema_decay > 0, dtype)
+    state = TrainState.create(model.params, optimizer, config.optimizer.ema_decay > 0, dtype, members)
+    sample_weights = None
+    if config.model.bootstrap:
+        sample_weights = jnp.asarray(bootstrap_counts(len(data.train), members, config.training.seed), dtype)
     progress = Progress.start(state.params)
     if resume and checkpoint_path.exists():
         # the checkpoint's model is the run's starting model (scaling, offsets, frozen leaves)
@@ -246,12 +308,15 @@ def init_or_resume(config: TrainConfig, data: PreparedData, dtype: DTypeLike, ch
         say(f"resumed from {checkpoint_path} at epoch {progress.epoch}")
     run = Run(
         config, data, model, labels,
-        make_train_step(data.model.config, config, optimizer, labels, sharding),
-        make_eval_step(data.model.config, config, sharding),
+        make_train_step(member_config, config, optimizer, labels, sharding, members),
+        make_eval_step(member_config, config, sharding, members),
         data.train_features.to_device(dtype),
         data.validation_features.to_device(dtype) if data.validation_features else None,
-        [t.cast(dtype) for t in data.eos_terms], n_devices, dtype, checkpoint_path,
+        [t.cast(dtype) for t in data.eos_terms], n_devices, dtype, checkpoint_path, sample_weights,
     )
+    if members > 1:
+        say(f"ensemble of {members} members (seeds {config.model.seed}..{config.model.seed + members - 1}"
+            f"{', bootstrap resamples' if config.model.bootstrap else ''}) trained together")
     say(f"model: {len(model.elements)} element(s) {list(model.elements)}, "
         f"{model.config.symmetry_functions.n_union} descriptors, layers {model.config.hidden_layers}, "
         f"r_cut {model.cutoff} Å, r_min {model.config.r_min} Å; {config.training.dtype} on {n_devices} device(s)")
@@ -279,18 +344,22 @@ def select(run: Run, state: TrainState, progress: Progress) -> tuple[Model, Mode
 
 def _refit_offsets(model: Model, dataset: FeatureDataset, dtype) -> Model:
     """Closed-form least-squares shift of the per-element energy offsets that best
-    fits the training energies given the networks (eV), from the cached descriptors."""
+    fits the training energies given the networks (eV), from the cached descriptors;
+    for an ensemble, each member's own shift."""
     from mlip.training.loss import make_predictor
 
-    predict = jax.jit(make_predictor(model.config))
-    params = cast_params(model.params, dtype)
-    residual = np.zeros(len(dataset.samples))
-    for arrays in dataset.buckets:
-        energy = np.asarray(predict(params, arrays.cast(dtype)).energy, dtype=np.float64)
-        residual[np.asarray(arrays.sample)] = np.asarray(arrays.energy) - energy
+    predict = jax.jit(make_predictor(model.config.member))
     counts = np.array([[s.atoms.get_chemical_symbols().count(e) for e in model.elements] for s in dataset.samples],
                       dtype=float)
-    shift, *_ = np.linalg.lstsq(counts, residual, rcond=None)
+    shifts = []
+    for k in range(model.config.ensemble):
+        params = cast_params(model.member(k).params, dtype)
+        residual = np.zeros(len(dataset.samples))
+        for arrays in dataset.buckets:
+            energy = np.asarray(predict(params, arrays.cast(dtype)).energy, dtype=np.float64)
+            residual[np.asarray(arrays.sample)] = np.asarray(arrays.energy) - energy
+        shifts.append(np.linalg.lstsq(counts, residual, rcond=None)[0])
+    shift = shifts[0] if model.config.ensemble == 1 else np.stack(shifts, axis=1)  # [E] or [E, K]
     params = jax.tree_util.tree_map(lambda x: x, model.params)
     for element, delta in zip(model.elements, shift):
         params["reference_energies"][element] = jnp.asarray(params["reference_energies"][element] + delta)
@@ -345,6 +414,7 @@ def _eos_report(model: Model, data: PreparedData) -> list[dict]:
 
 
 __all__ = [
-    "CHECKPOINT_MAGIC", "ModelFileError", "PreparedData", "TrainResult", "TrainingError", "evaluate_dataset",
-    "initial_model", "load_checkpoint", "load_splits", "prepare", "save_checkpoint", "shortest_distance", "train",
+    "CHECKPOINT_MAGIC", "ModelFileError", "PreparedData", "TrainResult", "TrainingError", "bootstrap_counts",
+    "ensemble_start", "evaluate_dataset", "initial_model", "load_checkpoint", "load_splits", "prepare",
+    "save_checkpoint", "shortest_distance", "train",
 ]
