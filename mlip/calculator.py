@@ -13,9 +13,16 @@ An ensemble model (``config.ensemble > 1``) gives the members' mean as ``energy`
 ``forces`` and ``stress``, and their spread as ``energy_uncertainty`` (eV, standard
 deviation of the members' energies), ``forces_uncertainty`` (per atom, eV/Å:
 DeePMD's ``devi_f = sqrt(mean_k |F_ik - <F_i>|^2)``) and ``stress_uncertainty``
-(eV/Å^3, per Voigt component), with the members' own values on request.  Inputs are padded to fixed buckets of atom
-count and neighbour capacity so that a compiled function is reused across calls
-(MD steps, optimiser steps, structures of similar size) instead of recompiling.
+(eV/Å^3, per Voigt component), with the members' own values on request.  When the
+model stores calibration factors (:attr:`~mlip.model.Model.calibration`, fitted by
+:func:`mlip.training.calibration.fit_calibration`), ``energy_uncertainty`` and
+``forces_uncertainty`` are calibrated (the spread times the factor) and the
+uncalibrated spreads are ``energy_uncertainty_raw`` and ``forces_uncertainty_raw``
+(equal to them without calibration); ``stress_uncertainty`` is never calibrated.
+
+Inputs are padded to fixed buckets of atom count and neighbour capacity so that a
+compiled function is reused across calls (MD steps, optimiser steps, structures of
+similar size) instead of recompiling.
 """
 
 from __future__ import annotations
@@ -80,6 +87,7 @@ class MLIPCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies",
                               "extrapolation_count", "extrapolation_excursion",
                               "energy_uncertainty", "forces_uncertainty", "stress_uncertainty",
+                              "energy_uncertainty_raw", "forces_uncertainty_raw",
                               "member_energy", "member_forces", "member_stress"]
 
     @with_float64
@@ -110,6 +118,8 @@ class MLIPCalculator(Calculator):
             uncertainty = "off"
         self.uncertainty = "forces" if uncertainty == "auto" else uncertainty
         self.members = bool(members)
+        calibration = model.calibration or {}
+        self.calibration = {key: float(calibration.get(key, 1.0)) for key in ("energy", "forces")}
         self._evaluate = compiled_energy_function(model.config, chunk_size, self.uncertainty == "forces")
         self.neighbors = VerletNeighborList(model.cutoff, skin)
         self._capacity: int | None = None
@@ -158,7 +168,7 @@ class MLIPCalculator(Calculator):
             self.results["stress"] = virial_to_stress(result.virial, cell)
         if self.uncertainty == "energy":
             member_energy = np.asarray(member_energies, dtype=np.float64)
-            self.results["energy_uncertainty"] = float(spread(member_energy))
+            self._store_uncertainty("energy", float(spread(member_energy)))
             if self.members:
                 self.results["member_energy"] = member_energy
 
@@ -171,8 +181,8 @@ class MLIPCalculator(Calculator):
         self.results["free_energy"] = energy
         self.results["energies"] = np.asarray(result.energies, dtype=np.float64)[:, :n_atoms].mean(axis=0)
         self.results["forces"] = member_forces.mean(axis=0)
-        self.results["energy_uncertainty"] = float(spread(member_energy))
-        self.results["forces_uncertainty"] = force_deviation(member_forces)
+        self._store_uncertainty("energy", float(spread(member_energy)))
+        self._store_uncertainty("forces", force_deviation(member_forces))
         if self.members:
             self.results["member_energy"] = member_energy
             self.results["member_forces"] = member_forces
@@ -182,6 +192,12 @@ class MLIPCalculator(Calculator):
             self.results["stress_uncertainty"] = spread(member_stress)
             if self.members:
                 self.results["member_stress"] = member_stress
+
+    def _store_uncertainty(self, quantity: str, raw) -> None:
+        """``{quantity}_uncertainty_raw`` = the members' spread ``raw`` and
+        ``{quantity}_uncertainty`` = it times the model's calibration factor."""
+        self.results[f"{quantity}_uncertainty_raw"] = raw
+        self.results[f"{quantity}_uncertainty"] = raw * self.calibration[quantity]
 
     def _report_extrapolation(self, count: np.ndarray, excursion: np.ndarray) -> None:
         self.results["extrapolation_count"] = count

@@ -4,7 +4,9 @@ A ``.mlip`` file is a :mod:`mlip.files` container of kind :data:`MODEL_FILE`
 (magic line ``MLIP-MODEL``, JSON header with format version and checksum, msgpack
 payload ``{"config": <JSON text>, "params": <tree of arrays>}``, plus
 ``"feature_range": {element: [n_features, 2] array}`` when the model knows its
-training range; readers that predate the key ignore it), written atomically.
+training range, and ``"calibration": {"energy": s_E, "forces": s_F}`` when an
+ensemble stores calibration factors; readers that predate a key ignore it),
+written atomically.
 
 The checksum makes truncated or corrupted files fail loudly; the configuration is
 rebuilt and every parameter array is checked against the shapes that
@@ -41,6 +43,9 @@ from mlip.precision import float64_scope
 MAGIC = b"MLIP-MODEL\n"
 FORMAT_VERSION = 1
 
+
+#: Quantities an ensemble's calibration may hold a factor for (:attr:`Model.calibration`).
+CALIBRATION_QUANTITIES = ("energy", "forces")
 
 #: dtypes a parameter array may have (in memory and in a file).
 PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -138,6 +143,9 @@ def model_content(model: Model) -> dict:
     if model.feature_range is not None:
         _check_feature_range(model.config, model.feature_range, ValueError, "cannot save model")
         content["feature_range"] = _encode({e: np.asarray(r, np.float64) for e, r in model.feature_range.items()})
+    if model.calibration is not None:
+        check_calibration(model.config, model.calibration, ValueError, "cannot save model")
+        content["calibration"] = {key: float(value) for key, value in model.calibration.items()}
     return content
 
 
@@ -162,6 +170,7 @@ def model_from_content(
         config = ModelConfig.from_dict(json.loads(content["config"]))
         params = _decode(content["params"])
         feature_range = _decode(content["feature_range"]) if "feature_range" in content else None
+        calibration = content.get("calibration")
     except ModelFileError as error:  # from _decode or a migration: add the file name
         raise ModelFileError(f"{path}: {error}") from error
     except Exception as error:  # any decoding problem is a corrupt file
@@ -169,8 +178,11 @@ def model_from_content(
     _check_params(config, params, path)
     if feature_range is not None:
         _check_feature_range(config, feature_range, ModelFileError, str(path))
+    if calibration is not None:
+        check_calibration(config, calibration, ModelFileError, str(path))
+        calibration = {key: float(value) for key, value in calibration.items()}
     with float64_scope():  # float64 arrays stay float64 whatever the host's JAX setting
-        return Model(config, jax.tree_util.tree_map(jnp.asarray, params), feature_range)
+        return Model(config, jax.tree_util.tree_map(jnp.asarray, params), feature_range, calibration)
 
 
 def model_from_payload(
@@ -220,6 +232,23 @@ def _check_feature_range(config: ModelConfig, feature_range, error: type[Excepti
             raise error(f"{where}: feature range of {element} has shape {values.shape}, expected {expected}")
         if np.isnan(values).any() or np.any(values[:, 0] > values[:, 1]):
             raise error(f"{where}: feature range of {element} has NaN or G_min > G_max entries")
+
+
+def check_calibration(config: ModelConfig, calibration, error: type[Exception], where: str) -> None:
+    """Raise ``error`` unless ``calibration`` maps quantities of
+    :data:`CALIBRATION_QUANTITIES` to finite positive numbers and ``config`` is an
+    ensemble (a single model has no spread to calibrate)."""
+    if config.ensemble == 1:
+        raise error(f"{where}: calibration factors need an ensemble model; this one is a single model")
+    if not isinstance(calibration, dict):
+        raise error(f"{where}: calibration must be a table of factors, got {type(calibration).__name__}")
+    unknown = sorted(set(calibration) - set(CALIBRATION_QUANTITIES))
+    if unknown:
+        raise error(f"{where}: calibration names unknown quantities {unknown}; known: {list(CALIBRATION_QUANTITIES)}")
+    for key, value in calibration.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not (
+                np.isfinite(value) and value > 0):
+            raise error(f"{where}: calibration factor of {key} must be a finite positive number, got {value!r}")
 
 
 def _check_params(config: ModelConfig, params, path) -> None:

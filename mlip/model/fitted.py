@@ -32,15 +32,20 @@ class Model:
             symmetry functions over the training set (or an n2p2 potential's
             scaling.data), the range outside which the model extrapolates; None
             when unknown.
+        calibration: for an ensemble, the factors ``{"energy": s_E, "forces":
+            s_F}`` (dimensionless) by which the members' spread is multiplied to
+            give calibrated uncertainties (:func:`mlip.training.calibration.fit_calibration`);
+            None (or a missing quantity) means 1.
     """
 
     config: ModelConfig
     params: Params
     feature_range: FeatureRange | None = None
+    calibration: dict[str, float] | None = None
 
     def with_params(self, params: Params) -> "Model":
-        """The same model (configuration, feature range) with other parameters."""
-        return Model(self.config, params, self.feature_range)
+        """The same model (configuration, feature range, calibration) with other parameters."""
+        return Model(self.config, params, self.feature_range, self.calibration)
 
     def member(self, index: int) -> "Model":
         """Member ``index`` of an ensemble as a single model (a single model is its own member 0)."""
@@ -107,7 +112,7 @@ class Model:
         config = dataclasses.replace(self.config, symmetry_functions=renamed_sf)
         params = {group: {rename(e): value for e, value in values.items()} for group, values in self.params.items()}
         feature_range = None if self.feature_range is None else {rename(e): r for e, r in self.feature_range.items()}
-        return Model(config, params, feature_range)
+        return Model(config, params, feature_range, self.calibration)
 
     def species_indices(self, symbols) -> np.ndarray:
         """Element indices of ``symbols``; ``ValueError`` naming any unknown element."""

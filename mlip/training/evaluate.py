@@ -20,6 +20,7 @@ from mlip.batch import bucket_structures
 from mlip.model import Model, cast_params, make_model_functions, virial_to_stress
 from mlip.precision import DTYPES, with_float64
 from mlip.training.data import Sample
+from mlip.uncertainty import force_deviation, spread
 
 
 @dataclass
@@ -27,7 +28,11 @@ class PredictionSet:
     """Reference and predicted labels of a list of samples (host arrays).
 
     Energies are per atom (eV/atom), forces eV/Å (atoms concatenated), stresses
-    eV/Å^3 (NaN where a structure has no stress label or no periodic cell).
+    eV/Å^3 (NaN where a structure has no stress label or no periodic cell).  With
+    ``predict_samples(..., uncertainty=True)`` (an ensemble) the predictions are the
+    members' means and ``energy_sigma`` ``[S]`` (eV/atom: the members' population
+    std of the energy over the atom count) and ``forces_sigma`` ``[atoms]`` (eV/Å:
+    DeePMD's per-atom ``devi_f``) hold their raw spread; otherwise both are None.
     """
 
     samples: list[Sample]
@@ -37,6 +42,8 @@ class PredictionSet:
     forces_pred: np.ndarray
     stress_ref: np.ndarray
     stress_pred: np.ndarray
+    energy_sigma: np.ndarray | None = None
+    forces_sigma: np.ndarray | None = None
 
     @property
     def atom_groups(self) -> np.ndarray:
@@ -46,33 +53,64 @@ class PredictionSet:
     def structure_groups(self) -> np.ndarray:
         return np.array([s.config_type for s in self.samples])
 
+    @property
+    def atom_structures(self) -> np.ndarray:
+        """Index of each atom's structure (atoms concatenated as in the force arrays)."""
+        return np.repeat(np.arange(len(self.samples)), [s.n_atoms for s in self.samples]).astype(int)
+
 
 @with_float64
-def predict_samples(model: Model, samples: Sequence[Sample], dtype: str = "float64") -> PredictionSet:
+def predict_samples(model: Model, samples: Sequence[Sample], dtype: str = "float64",
+                    uncertainty: bool = False) -> PredictionSet:
     """Energies, forces and stresses of ``samples`` from ``model``'s full energy
-    function (one compilation per padded shape)."""
+    function (one compilation per padded shape).
+
+    ``uncertainty``: evaluate every member of an ensemble model (one batched
+    descriptor pullback) and return their mean and raw spread
+    (:attr:`PredictionSet.energy_sigma`, :attr:`PredictionSet.forces_sigma`).
+
+    Raises:
+        ValueError: ``uncertainty`` for a single model.
+    """
+    if uncertainty and model.config.ensemble == 1:
+        raise ValueError("uncertainty=True needs an ensemble model; this one is a single model")
     jdtype = DTYPES[dtype]
-    evaluate = jax.jit(make_model_functions(model.config).energy_forces_virial)
+    functions = make_model_functions(model.config)
+    evaluate = jax.jit(functions.member_results if uncertainty else functions.energy_forces_virial)
     params = cast_params(model.params, jdtype)
     padded_of = {}  # one padded shape per atom bucket: few compilations
     for bucket in bucket_structures(model, [s.atoms for s in samples]):
         padded_of.update(zip(bucket.members, bucket.structures))
-    e_ref, e_pred, f_ref, f_pred, s_ref, s_pred = [], [], [], [], [], []
+    e_ref, e_pred, f_ref, f_pred, s_ref, s_pred, e_sigma, f_sigma = [], [], [], [], [], [], [], []
     for n, sample in enumerate(samples):
         result = evaluate(params, *padded_of[n].as_jax(jdtype))
         n = sample.n_atoms
+        if uncertainty:  # every member's values: the mean and the spread
+            member_energy = np.asarray(result.energy, dtype=np.float64)
+            member_forces = np.asarray(result.forces, dtype=np.float64)[:, :n]
+            energy, forces = float(member_energy.mean()), member_forces.mean(axis=0)
+            virial = np.asarray(result.virial, dtype=np.float64).mean(axis=0)
+            e_sigma.append(float(spread(member_energy)) / n)
+            f_sigma.append(force_deviation(member_forces))
+        else:
+            energy, virial = float(result.energy), result.virial
+            forces = np.asarray(result.forces, dtype=np.float64)[:n]
         e_ref.append(sample.energy / n)
-        e_pred.append(float(result.energy) / n)
+        e_pred.append(energy / n)
         f_ref.append(sample.forces)
-        f_pred.append(np.asarray(result.forces, dtype=np.float64)[:n])
+        f_pred.append(forces)
         periodic = bool(sample.atoms.pbc.all())
         s_ref.append(sample.stress if (sample.stress is not None and periodic) else np.full(6, np.nan))
-        s_pred.append(virial_to_stress(result.virial, sample.atoms.cell.array) if periodic else np.full(6, np.nan))
+        s_pred.append(virial_to_stress(virial, sample.atoms.cell.array) if periodic else np.full(6, np.nan))
     empty = np.zeros((0, 3))
+    sigmas = {}
+    if uncertainty:
+        sigmas = {"energy_sigma": np.array(e_sigma),
+                  "forces_sigma": np.concatenate(f_sigma) if f_sigma else np.zeros(0)}
     return PredictionSet(
         list(samples), np.array(e_ref), np.array(e_pred),
         np.concatenate(f_ref) if f_ref else empty, np.concatenate(f_pred) if f_pred else empty,
-        np.array(s_ref).reshape(-1, 6), np.array(s_pred).reshape(-1, 6),
+        np.array(s_ref).reshape(-1, 6), np.array(s_pred).reshape(-1, 6), **sigmas,
     )
 
 

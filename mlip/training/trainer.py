@@ -369,10 +369,15 @@ def _refit_offsets(model: Model, dataset: FeatureDataset, dtype) -> Model:
 def write_outputs(config: TrainConfig, model: Model, best: Model | None, data: PreparedData, history: list[dict],
                   out: Path, say: Callable[..., None], n_compilations: int) -> TrainResult:
     """Write outputs: the model (and ``best.mlip``), per-split metrics (logged as a
-    table and in ``metrics.json``), EOS report, parity plots and learning curve."""
+    table and in ``metrics.json``), EOS report, parity plots and learning curve.
+    An ensemble's output model gets calibration factors fitted on the validation
+    split (:func:`~mlip.training.calibration.fit_calibration`; ``best.mlip`` keeps
+    none), and ``metrics.json`` its uncertainty metrics on validation and test."""
     from mlip.training.evaluate import metrics_by_group, predict_samples, write_parity_plot
     from mlip.training.plots import learning_curve, metrics_table
 
+    uncertainty = _calibrate(model, data, say) if model.config.ensemble > 1 else {}
+    model = uncertainty.pop("model", model)
     if best is not None:
         save_model(best, out / "best.mlip")
     save_model(model, out / config.output.model_name)
@@ -396,9 +401,36 @@ def write_outputs(config: TrainConfig, model: Model, best: Model | None, data: P
         learning_curve(out / "learning_curve.png", history)
     summary = {"metrics": metrics, "eos": eos_report, "compilations": n_compilations,
                "epochs": len(history), "history": history}
+    if model.config.ensemble > 1:
+        summary.update(calibration=model.calibration, uncertainty=uncertainty)
     (out / "metrics.json").write_text(json.dumps(summary, indent=1, default=float))
     say(f"wrote {out / config.output.model_name}, {out / 'metrics.json'}")
     return TrainResult(model, metrics, history, out, n_compilations, eos_report)
+
+
+def _calibrate(model: Model, data: PreparedData, say: Callable[..., None]) -> dict:
+    """The ensemble ``model`` with calibration factors fitted on the validation
+    split (under the key ``"model"``), and the uncertainty metrics of the validation
+    and test splits (:func:`~mlip.training.calibration.uncertainty_metrics`)."""
+    from mlip.training.calibration import calibration_factors, uncertainty_metrics
+    from mlip.training.evaluate import predict_samples
+
+    out = {}
+    if data.validation:
+        predictions = predict_samples(model, data.validation, uncertainty=True)
+        model = dataclasses.replace(model, calibration=calibration_factors(predictions))
+        say(f"uncertainty calibration on the validation split: energy x{model.calibration['energy']:.4g}, "
+            f"forces x{model.calibration['forces']:.4g} (stored in the model)")
+        out["validation"] = uncertainty_metrics(predictions, model.calibration)
+    else:
+        say("no validation split: the ensemble's uncertainties are not calibrated")
+    if data.test:
+        out["test"] = uncertainty_metrics(predict_samples(model, data.test, uncertainty=True), model.calibration)
+    for split, values in out.items():
+        say(f"{split} uncertainty: Spearman sigma_F vs |F error| {values['spearman F atom']:.3f} per atom, "
+            f"{values['spearman F max']:.3f} per structure max; force components within 1 sigma "
+            f"{values['F within 1σ raw']:.3f} raw, {values['F within 1σ cal']:.3f} calibrated")
+    return {**out, "model": model}
 
 
 def _eos_report(model: Model, data: PreparedData) -> list[dict]:
