@@ -19,7 +19,7 @@ LAYERS = (
     {"mlip.model"},
     {"mlip.batch", "mlip.io", "mlip.extrapolation", "mlip.plots", "mlip.uncertainty"},
     {"mlip.n2p2", "mlip.calculator", "mlip.md", "mlip.training", "mlip.lammps"},
-    {"mlip.ti", "mlip.analysis"},
+    {"mlip.ti", "mlip.analysis", "mlip.learn"},
     {"mlip.cli"},
 )
 MAX_LINES = 500

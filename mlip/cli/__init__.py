@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "validate": "Check a training config and its data without training",
     "md": "Compiled molecular dynamics (NVE, NVT, NPT) with a model",
     "ti": "Free energy of a crystal by Frenkel-Ladd thermodynamic integration",
+    "learn": "Active learning: ensemble, MD exploration, selection by force deviation, oracle labels",
     "lammps": "Run a LAMMPS input with a model as its force field (fix external, MPI ranks)",
     "export": "Write a model in another code's format (n2p2 / LAMMPS pair_style hdnnp)",
 }

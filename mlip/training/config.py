@@ -169,7 +169,9 @@ def _coerce(name: str, value: Any, default: Any):
     return value
 
 
-def _section(cls, values: dict, name: str):
+def section_from_table(cls, values: dict, name: str):
+    """The frozen dataclass ``cls`` from the TOML table ``values`` of section ``name``:
+    unknown keys and values of the wrong type are errors naming the key."""
     if not isinstance(values, dict):
         raise ConfigError(f"[{name}] must be a table")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -186,11 +188,11 @@ def config_from_dict(data: dict, base_dir: str | os.PathLike = ".") -> TrainConf
     unknown = sorted(set(data) - set(_SECTIONS) - {"eos"})
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; known: {sorted(set(_SECTIONS) | {'eos'})}")
-    sections = {name: _section(cls, data.get(name, {}), name) for name, cls in _SECTIONS.items()}
+    sections = {name: section_from_table(cls, data.get(name, {}), name) for name, cls in _SECTIONS.items()}
     eos = data.get("eos", [])
     if isinstance(eos, dict):
         eos = [eos]
-    sections["eos"] = tuple(_section(EOSConfig, entry, f"eos[{n}]") for n, entry in enumerate(eos))
+    sections["eos"] = tuple(section_from_table(EOSConfig, entry, f"eos[{n}]") for n, entry in enumerate(eos))
     config = TrainConfig(**sections, base_dir=str(base_dir))
     check_config(config)
     return config
