@@ -386,7 +386,10 @@ class Simulation:
             steps = np.arange(step + 1, step + n + 1)
             logged = steps % thermo_every == 0
             for s, (potential, kinetic, p, v, conserved, dudl, *tensor) in zip(steps[logged], observed[logged]):
-                rows.append([s, s * settings.timestep * 1e-3, 2.0 * kinetic / (self.dof * units.kB), potential,
+                if not all(system.pbc):  # no volume, no pressure: the cell is only a frame
+                    p, v, tensor = np.nan, np.nan, [np.nan] * len(tensor)
+                temperature = 2.0 * kinetic / (self.dof * units.kB) if self.dof > 0 else 0.0  # one atom: no dof
+                rows.append([s, s * settings.timestep * 1e-3, temperature, potential,
                              kinetic, potential + kinetic, conserved, p / units.GPa, v, dudl]
                             + [x / units.GPa for x in tensor])
             if outputs.thermo and logged.any():
@@ -436,14 +439,18 @@ def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outp
     Raises:
         ValueError: bad input (unknown element, atoms closer than ``r_min``, NaN),
             atoms that came closer than ``r_min`` or left the finite range during
-            the run (named), a restart file of another system.
+            the run (named), a restart file of another system, output files left
+            by an earlier run that this one would not continue (nothing is written).
         MDError: a non-finite energy.
     """
+    continuing = resume and outputs.restart and Path(outputs.restart).exists()
+    if not continuing:
+        _refuse_leftover_outputs(outputs, resume)
     system = MDSystem.from_atoms(model, atoms, settings.skin, DTYPES[settings.dtype], settings.capacity_multiplier)
     simulation = Simulation(system, settings)
     parameters = simulation.parameters()
     state, neighbors = simulation.initial_state(initial_momenta(atoms, settings), parameters)
-    if resume and outputs.restart and Path(outputs.restart).exists():
+    if continuing:
         state = load_restart(outputs.restart, state, system)
         neighbors = system.allocate_neighbors(state.position, state.cell)
         truncate_outputs(outputs, int(state.step))
@@ -454,6 +461,19 @@ def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outp
     return MDResult(trajectory_frame(system, segment.state, end_step), segment.thermo, end_step - start_step,
                     segment.seconds, segment.compile_seconds, segment.replays, segment.neighbor_rebuilds,
                     settings.timestep, extrapolation=segment.extrapolation, model_devi=segment.model_devi)
+
+
+def _refuse_leftover_outputs(outputs: Outputs, resume: bool) -> None:
+    """``ValueError`` if a thermo log or trajectory of an earlier run is in the way of
+    a run that starts at step 0 (it would append to it, mixing two runs)."""
+    for name, path in (("thermo log", outputs.thermo), ("trajectory", outputs.trajectory)):
+        if path and Path(path).exists():
+            why = (f"--resume found no restart file {outputs.restart}" if resume and outputs.restart else
+                   "--resume without a --restart file cannot continue it" if resume else
+                   "a new run would append to it")
+            raise ValueError(f"the {name} {path} is left from an earlier run and {why}: continue that run with "
+                             "--resume and its --restart file, or remove the file or choose another name "
+                             "(nothing was written)")
 
 
 def thermo_table(result: MDResult, columns: Sequence[str] = SUMMARY_COLUMNS, last: int = 5) -> str:

@@ -87,6 +87,12 @@ class Outputs:
     restart: str | os.PathLike | None = None
     restart_every: int = 1000
 
+    def __post_init__(self):
+        for name in ("thermo_every", "trajectory_every", "restart_every"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be a positive number of steps, got {value}")
+
 
 @dataclass(frozen=True)
 class ExtrapolationChecks:

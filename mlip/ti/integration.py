@@ -80,6 +80,24 @@ class TIResult:
 
 
 @with_float64
+def check_options(temperature: float, n_points: int, equilibration: int, production: int, timestep: float,
+                  n_blocks: int = 10, msd_steps: int | None = None) -> None:
+    """``ValueError`` naming the first invalid option of an integration, before any MD."""
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be > 0 K for thermodynamic integration, got {temperature}")
+    if int(n_points) != n_points or n_points < 1:
+        raise ValueError(f"points (Gauss-Legendre nodes in λ) must be a positive integer, got {n_points}")
+    if int(equilibration) != equilibration or equilibration < 0:
+        raise ValueError(f"equilibration must be a non-negative number of steps, got {equilibration}")
+    if int(production) != production or production < 2 * n_blocks:
+        raise ValueError(f"production must be at least {2 * n_blocks} steps (block averages of the {n_blocks} "
+                         f"blocks give the error bars), got {production}")
+    if msd_steps is not None and (int(msd_steps) != msd_steps or msd_steps < 10):
+        raise ValueError(f"msd-steps must be at least 10 steps (10 samples of the displacement), got {msd_steps}")
+    if not (np.isfinite(timestep) and timestep > 0):
+        raise ValueError(f"timestep must be > 0 fs, got {timestep}")
+
+
 def integrate(simulation: Simulation, momenta: np.ndarray, n_points: int = 5, equilibration: int = 500,
               production: int = 2000, temperature: float | None = None, n_blocks: int = 10,
               progress: bool = False) -> TIResult:
@@ -89,8 +107,8 @@ def integrate(simulation: Simulation, momenta: np.ndarray, n_points: int = 5, eq
     system's positions with ``momenta``), equilibrates ``equilibration`` steps and
     samples ``dU/dλ`` at every one of ``production`` steps.
     """
-    if n_points < 1:
-        raise ValueError(f"n_points must be positive, got {n_points}")
+    check_options(simulation.settings.temperature if temperature is None else temperature, n_points, equilibration,
+                  production, simulation.settings.timestep, n_blocks)
     nodes, weights = np.polynomial.legendre.leggauss(n_points)
     lambdas, weights = 0.5 * (nodes + 1.0), 0.5 * weights
     state, neighbors = simulation.initial_state(momenta, simulation.parameters(temperature, lam=lambdas[0]))
@@ -206,7 +224,11 @@ def frenkel_ladd(model: Model, atoms: Atoms, temperature: float, n_points: int =
     The spring frequency comes from an NVT run of the model (``msd_steps``) by
     equipartition, ``omega^2 = 3 kT (N - 1) / (N <m |u - D|^2>)``; it sets the
     efficiency of the integration, not its result.
+
+    Raises:
+        ValueError: an invalid option (named), before any MD.
     """
+    check_options(temperature, n_points, equilibration, production, timestep, msd_steps=msd_steps)
     settings = MDSettings("langevin", temperature=temperature, timestep=timestep, tau=tau, seed=seed, skin=skin,
                           block=100)
     system = MDSystem.from_atoms(model, atoms, skin)
@@ -245,7 +267,12 @@ def model_to_model(model_a: Model, model_b: Model, atoms: Atoms, temperature: fl
                    seed: int = 0, skin: float = 0.5, progress: bool = False) -> TIResult:
     """``F_B - F_A`` (eV) between two models of the same elements for ``atoms`` at
     ``temperature`` (K), NVT at the cell of ``atoms``.  The models may have
-    different cutoffs: both read one neighbour list of the larger cutoff."""
+    different cutoffs: both read one neighbour list of the larger cutoff.
+
+    Raises:
+        ValueError: an invalid option (named), before any MD.
+    """
+    check_options(temperature, n_points, equilibration, production, timestep)
     settings = MDSettings("langevin", temperature=temperature, timestep=timestep, tau=tau, seed=seed, skin=skin,
                           block=100)
     system = MDSystem.from_atoms(model_a, atoms, skin, cutoff=max(model_a.cutoff, model_b.cutoff))
