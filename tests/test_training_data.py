@@ -330,3 +330,14 @@ def test_load_config_resolves_paths_against_the_file(tmp_path):
     (folder / "bad.toml").write_text("[data\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(folder / "bad.toml")
+
+
+def test_overlapping_atoms_are_rejected_whatever_r_min():
+    """Two atoms 0.05 Å apart pass no r_min: a default r_min derived from such data
+    (0.85 x its shortest distance) would otherwise accept them (issue 20, item 3)."""
+    overlapping = si_cell(13, rattle=0.0)
+    overlapping.positions[1] = overlapping.positions[0] + [0.05, 0.0, 0.0]
+    sample = dataclasses.replace(good_sample("overlap", 13), atoms=overlapping)
+    for r_min in (0.0, 0.04, 1.5):
+        with pytest.raises(DataError, match=r"overlap: atoms 0 and 1 are 0.050 Å apart: overlapping"):
+            validate_samples([sample], elements=["Si"], r_min=r_min)

@@ -128,6 +128,11 @@ def read_samples(path: str | os.PathLike, keys: LabelKeys = LabelKeys(), format:
     return [sample_from_atoms(atoms, keys, f"{path}:{n}") for n, atoms in enumerate(frames)]
 
 
+#: Atoms closer than this (Å) overlap: no bond is this short (H2: 0.74 Å), so training
+#: data with such a pair is rejected whatever r_min is.
+OVERLAP = 0.5
+
+
 def validate_samples(samples: Sequence[Sample], elements: Sequence[str], r_min: float,
                      stress_required: bool = False, max_listed: int = 20) -> None:
     """Check every sample before any compute; raise one :class:`DataError` listing
@@ -136,7 +141,7 @@ def validate_samples(samples: Sequence[Sample], elements: Sequence[str], r_min: 
     Problems: no structures, missing or non-finite energy, forces missing, of the
     wrong shape or non-finite, stress of the wrong size or non-finite, unknown
     elements, NaN positions, degenerate periodic cells, atoms closer than ``r_min``
-    (Å), and, when ``stress_required`` (non-zero stress weight), stress present for
+    (Å) or overlapping (closer than :data:`OVERLAP`, whatever ``r_min``), and, when ``stress_required`` (non-zero stress weight), stress present for
     some fully periodic structures but missing for others.
     """
     if len(samples) == 0:
@@ -171,10 +176,14 @@ def validate_samples(samples: Sequence[Sample], elements: Sequence[str], r_min: 
         else:
             try:
                 check_cell(atoms.cell.array, atoms.pbc)
-                found = closest_pair(atoms, r_min)
+                found = closest_pair(atoms, max(r_min, OVERLAP))
                 if found is not None:
                     a, b, distance = found
-                    issues.append(f"atoms {a} and {b} are {distance:.3f} Å apart, closer than r_min = {r_min} Å")
+                    if distance < OVERLAP:
+                        issues.append(f"atoms {a} and {b} are {distance:.3f} Å apart: overlapping (closer than "
+                                      f"{OVERLAP} Å, shorter than any bond; a duplicated atom?)")
+                    else:
+                        issues.append(f"atoms {a} and {b} are {distance:.3f} Å apart, closer than r_min = {r_min} Å")
             except ValueError as error:
                 issues.append(str(error))
         if atoms.pbc.all():
