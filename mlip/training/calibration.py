@@ -108,7 +108,8 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 def within(errors: np.ndarray, sigmas: np.ndarray, k: float | np.ndarray = 1.0) -> float | np.ndarray:
     """Fraction of ``|errors| <= k * sigmas`` (``sigmas`` broadcast against
     ``errors``); one fraction per entry of an array ``k``."""
-    ratio = np.abs(np.asarray(errors, dtype=np.float64)) / np.asarray(sigmas, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # sigma 0: only an exact prediction is within
+        ratio = np.abs(np.asarray(errors, dtype=np.float64)) / np.asarray(sigmas, dtype=np.float64)
     ratio = np.where(np.isnan(ratio), 0.0, ratio).ravel()  # 0 / 0: an exact prediction is within
     k = np.asarray(k, dtype=np.float64)
     fractions = np.mean(ratio[None, :] <= k.reshape(-1, 1), axis=1)
@@ -130,8 +131,8 @@ def uncertainty_metrics(predictions: PredictionSet, calibration: dict[str, float
     components with ``|error| <= sigma_F / sqrt(3)``, times ``s_F`` when
     calibrated), ``E within 1σ raw`` / ``cal``; the factors applied (``s_E``,
     ``s_F``: those of ``calibration``, 1 when absent) and those this data would
-    give (``s_E here``, ``s_F here``).  Fractions are 0.683 for Gaussian errors
-    whose standard deviation the (calibrated) sigma is.
+    give (``s_E here``, ``s_F here``; NaN where every spread is zero).  Fractions
+    are 0.683 for Gaussian errors whose standard deviation the (calibrated) sigma is.
     """
     _require_sigmas(predictions)
     calibration = calibration or {}
@@ -144,7 +145,10 @@ def uncertainty_metrics(predictions: PredictionSet, calibration: dict[str, float
     np.maximum.at(max_error, structure, force_error)
     energy_error = predictions.energy_pred - predictions.energy_ref
     components, component_sigma = _component_errors_and_sigmas(predictions)
-    here = calibration_factors(predictions)
+    try:
+        here = calibration_factors(predictions)
+    except ValueError:  # members that agree exactly: nothing to fit
+        here = {"energy": math.nan, "forces": math.nan}
     return {
         "spearman F atom": spearman(predictions.forces_sigma, force_error),
         "spearman F max": spearman(max_sigma, max_error),

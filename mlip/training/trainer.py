@@ -418,9 +418,12 @@ def _calibrate(model: Model, data: PreparedData, say: Callable[..., None]) -> di
     out = {}
     if data.validation:
         predictions = predict_samples(model, data.validation, uncertainty=True)
-        model = dataclasses.replace(model, calibration=calibration_factors(predictions))
-        say(f"uncertainty calibration on the validation split: energy x{model.calibration['energy']:.4g}, "
-            f"forces x{model.calibration['forces']:.4g} (stored in the model)")
+        try:
+            model = dataclasses.replace(model, calibration=calibration_factors(predictions))
+            say(f"uncertainty calibration on the validation split: energy x{model.calibration['energy']:.4g}, "
+                f"forces x{model.calibration['forces']:.4g} (stored in the model)")
+        except ValueError as error:  # members that agree exactly
+            say(f"the ensemble's uncertainties are not calibrated: {error}")
         out["validation"] = uncertainty_metrics(predictions, model.calibration)
     else:
         say("no validation split: the ensemble's uncertainties are not calibrated")
