@@ -34,6 +34,8 @@ from mlip.kernels.cell_list import CellList
 from mlip.kernels.neighbor_list import host_pairs
 from mlip.batch import pad_structure
 
+from common import WORKLOADS, benchmark_model
+
 jax.config.update("jax_enable_x64", True)  # this script is the host application: float64 throughout
 
 
@@ -46,16 +48,6 @@ def median_time(function, repeats: int) -> float:
     return float(np.median(times))
 
 
-def mixed_symmetry_functions(elements, r_cut: float):
-    """Types 2, 3 and 9 in one set (the ``mixed`` workload), cosine cutoff."""
-    from mlip.kernels.symmetry_functions import SymmetryFunctionSet, default_symmetry_functions
-
-    narrow = default_symmetry_functions(elements, r_cut=r_cut, angular_type=3, cutoff_type="cos")
-    wide = default_symmetry_functions(elements, r_cut=r_cut, n_angular=6, angular_type=9, cutoff_type="cos")
-    functions = narrow.functions + tuple(f for f in wide.functions if f.kind == 9)
-    return SymmetryFunctionSet(narrow.elements, functions, "cos")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, nargs="+", default=[2, 4, 6, 8, 10, 16],
@@ -63,7 +55,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     parser.add_argument("--cutoff", type=float, default=6.0, help="symmetry-function cutoff, Å")
     parser.add_argument("--chunk-size", type=int, default=1024)
-    parser.add_argument("--workload", choices=["type9", "type3", "mixed"], default="type9",
+    parser.add_argument("--workload", choices=WORKLOADS, default="type9",
                         help="angular symmetry functions of the default grid (8 type 2 + 16 angular, "
                              "eta ~ 0.099, 0.041, 0.022, 0.014 Å^-2, zeta 1 and 4, lambda ±1): wide type 9 "
                              "with the tanh cutoff (the default model), or narrow type 3 with the cosine "
@@ -89,14 +81,7 @@ def main() -> None:
     from mlip.model import feature_bounds, make_model_functions
     from mlip.training.scaling import with_feature_range
 
-    if args.workload == "type3":
-        model = Model.create(elements=args.elements, r_cut=args.cutoff, hidden_layers=(25, 25),
-                             angular_type=3, cutoff_type="cos")
-    elif args.workload == "mixed":
-        model = Model.create(symmetry_functions=mixed_symmetry_functions(args.elements, args.cutoff),
-                             hidden_layers=(25, 25))
-    else:
-        model = Model.create(elements=args.elements, r_cut=args.cutoff, hidden_layers=(25, 25))
+    model = benchmark_model(args.workload, args.elements, args.cutoff)
     dtype = jax.numpy.dtype(args.dtype)
     params = jax.tree_util.tree_map(lambda x: x.astype(dtype), model.params)
     functions = {backend: make_model_functions(model.config, args.chunk_size, backend) for backend in args.backends}
