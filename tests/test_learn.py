@@ -83,6 +83,10 @@ def test_loop_grows_the_data_set_with_oracle_labels(uninterrupted):
     run = config.parent / "run"
     data = read(run / "data.extxyz", index=":")
     assert [r.labels for r in records] == [6, 8] and [r.new_labels for r in records] == [2, 2]
+    # the test error of iteration k is that of a model trained before its labels: the report says on how many
+    assert [r.trained_on for r in records] == [4, 6]
+    report = (run / "report.csv").read_text().splitlines()
+    assert [row.split(",")[report[0].split(",").index("trained_on")] for row in report[1:]] == ["4", "6"]
     ids = [a.info["learn_id"] for a in data]
     assert len(set(ids)) == len(ids) and sum(i.startswith("initial") for i in ids) == 4
     for atoms in data[4:]:  # the labels are the oracle's

@@ -46,7 +46,7 @@ from mlip.training.evaluate import metrics_by_group, predict_samples
 from mlip.training.trainer import train
 
 COLUMNS = ("iteration", "labels", "new_labels", "failed_labels", "explored", "accurate", "candidates", "failed",
-           "failed_md", "test_F_MAE_meV_per_A", "test_E_MAE_meV_per_atom", "seconds")
+           "failed_md", "test_F_MAE_meV_per_A", "test_E_MAE_meV_per_atom", "seconds", "trained_on")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ class IterationRecord:
     test_F_MAE_meV_per_A: float
     test_E_MAE_meV_per_atom: float
     seconds: float
+    # structures the iteration's model was trained on (the data set before this
+    # iteration's labels): the test MAE belongs to this count, not to ``labels``
+    trained_on: int = -1
 
 
 def make_oracle(config: LearnConfig):
@@ -159,13 +162,15 @@ def learn(config: LearnConfig, resume: bool = False, log: Callable[[str], None] 
         kinds = classify(deviations, config.select.trust_lo, config.select.trust_hi)
         selected = _select(config, model, folder, frames, kinds, deviations)
         new, failed = _label(store, selected, oracle, log)
+        # the training set: everything but this iteration's labels (also right after a resume mid-labelling)
+        trained_on = sum(1 for f in store.frames() if not f.info.get("learn_id", "").startswith(f"it{iteration}-"))
         fractions = {kind: float(np.mean(kinds == kind)) if len(kinds) else 0.0 for kind in (ACCURATE, CANDIDATE,
                                                                                              FAILED)}
         metrics = metrics_by_group(predict_samples(model, test))["all"] if test else {}
         record = IterationRecord(iteration, len(store.frames()), new, failed, len(frames), fractions[ACCURATE],
                                  fractions[CANDIDATE], fractions[FAILED], failed_md,
                                  metrics.get("F MAE meV/Å", float("nan")), metrics.get("E MAE meV/atom", float("nan")),
-                                 time.perf_counter() - started)
+                                 time.perf_counter() - started, trained_on)
         records.append(record)
         store.state["iterations"].append(dataclasses.asdict(record))
         store.save_state()
@@ -299,7 +304,8 @@ def _report(directory: Path, records: list[IterationRecord]) -> None:
     left.set_xlabel("structures in the data set")
     left.set_ylabel("fraction of explored frames")
     left.legend()
-    right.plot(labels, [r.test_F_MAE_meV_per_A for r in records], marker="o")
-    right.set_xlabel("structures in the data set")
+    # the test error is the model's, trained before the iteration's labels were added
+    right.plot([r.trained_on for r in records], [r.test_F_MAE_meV_per_A for r in records], marker="o")
+    right.set_xlabel("structures trained on")
     right.set_ylabel("test force MAE (meV/Å)")
     save_figure(figure, directory / "learning.png")
