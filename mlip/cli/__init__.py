@@ -20,7 +20,8 @@ SUBCOMMANDS = {
     "ti": "Free energy of a crystal by Frenkel-Ladd thermodynamic integration",
     "learn": "Active learning: ensemble, MD exploration, selection by force deviation, oracle labels",
     "lammps": "Run a LAMMPS input with a model as its force field (fix external, MPI ranks)",
-    "export": "Write a model in another code's format (n2p2 / LAMMPS pair_style hdnnp)",
+    "export": "Write a model in another code's format (n2p2 / LAMMPS pair_style hdnnp / pair_style mlip)",
+    "lammps-plugin": "Build mlip's compiled LAMMPS pair style (pair_style mlip) and print the plugin path",
 }
 
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in SUBCOMMANDS.items():
-        module = importlib.import_module(f"mlip.cli.{name}")
+        module = importlib.import_module(f"mlip.cli.{name.replace('-', '_')}")
         sub = commands.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
