@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 SUBCOMMANDS = {
     "train": "Train a potential from a TOML config",
@@ -37,9 +38,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str):
+    """Show mlip's own warnings as one line ``mlip COMMAND: warning: ...`` (others as
+    Python does); returns the previous ``warnings.showwarning``."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not category.__module__.startswith("mlip"):
+            return shown(message, category, filename, lineno, file, line)
+        print(f"mlip {command}: warning: {message}", file=sys.stderr if file is None else file)
+
+    warnings.showwarning = show
+    return shown
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mlip`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    previous = _one_line_warnings(args.command)
+    try:
+        return _run(args)
+    finally:
+        warnings.showwarning = previous
+
+
+def _run(args: argparse.Namespace) -> int:
     from mlip.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()  # a second run loads compiled code from disk (opt out: MLIP_COMPILATION_CACHE=off)

@@ -453,7 +453,8 @@ def run_md(model: Model, atoms: Atoms, settings: MDSettings = MDSettings(), outp
     if continuing:
         state = load_restart(outputs.restart, state, system)
         neighbors = system.allocate_neighbors(state.position, state.cell)
-        truncate_outputs(outputs, int(state.step))
+        truncate_outputs(outputs, int(state.step), frames=(extrapolation.frames, deviation.dump_file),
+                         tables=(deviation.file,))
     start_step = int(state.step)
     segment = simulation.run(state, neighbors, parameters, settings.steps, outputs, progress, extrapolation,
                              deviation)
