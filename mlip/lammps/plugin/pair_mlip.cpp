@@ -399,7 +399,8 @@ double PairMLIP::atom_energy(const Network &net, const double *g, double *dg) {
   }
   const double energy = activations[L][0] + net.reference;
   // backward: dE/dh_L = 1
-  std::vector<double> upstream(1, 1.0), below;
+  std::vector<double> &upstream = backward_a, &below = backward_b;
+  upstream.assign(1, 1.0);
   for (size_t l = L; l-- > 0;) {
     const Layer &layer = net.layers[l];
     const std::vector<double> &d = derivatives[l + 1];

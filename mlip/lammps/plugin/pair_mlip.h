@@ -54,6 +54,7 @@ class PairMLIP : public Pair {
   std::vector<int> slots;
   std::vector<int32_t> species;
   std::vector<std::vector<double>> activations, derivatives;
+  std::vector<double> backward_a, backward_b;  // dE/dh of the layer above and below
 
   void allocate();
   void read_model(const char *path);
