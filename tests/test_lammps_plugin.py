@@ -271,3 +271,26 @@ def test_export_refuses_an_ensemble(si_model, tmp_path):
     ensemble = stack_models([si_model, si_model])
     with pytest.raises(ValueError, match="ensemble of 2 members"):
         write_mlipff(ensemble, tmp_path / "x.mlipff")
+
+
+def test_no_compiler_is_a_clear_error(monkeypatch):
+    from mlip.lammps.plugin import PluginError, build
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(PluginError, match="no C\\+\\+ compiler found"):
+        build()
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with pytest.raises(PluginError, match="CXX='/nonexistent/c\\+\\+' is not a C\\+\\+ compiler"):
+        build()
+
+
+def test_cli_export_and_plugin(plugin, tmp_path, capsys):
+    from mlip.cli import main
+
+    assert main(["lammps-plugin"]) == 0
+    assert capsys.readouterr().out.strip() == str(plugin)
+    out = tmp_path / "si.mlipff"
+    assert main(["export", "lammps", SI_RANDOM_FEATURE, str(out)]) == 0
+    assert "pair_style mlip" in capsys.readouterr().out
+    assert out.read_bytes().startswith(b"mlipff 1\nelements 1 Si\n")

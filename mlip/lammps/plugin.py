@@ -157,7 +157,14 @@ def _mpi_paths() -> tuple[Path, Path]:
 
 
 def compiler() -> str:
-    found = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    """``$CXX`` or the first of c++, g++, clang++ on PATH; PluginError when none is found."""
+    if os.environ.get("CXX"):
+        found = shutil.which(os.environ["CXX"])
+        if not found:
+            raise PluginError(f"CXX={os.environ['CXX']!r} is not a C++ compiler found on this machine "
+                              "(set CXX to one, or install g++)")
+        return found
+    found = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if not found:
         raise PluginError("no C++ compiler found to build the LAMMPS plugin (set CXX, or install g++)")
     return found
