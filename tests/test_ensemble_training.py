@@ -195,6 +195,20 @@ def test_bad_ensemble_options_name_the_option(si_file, ensemble_run, tmp_path):
         prepare(config_from_dict(d, base_dir=tmp_path), log=quiet)
 
 
+def test_transfer_from_an_ensemble_of_the_same_size(si_file, ensemble_run, tmp_path):
+    """An ensemble start model of the same size continues as an ensemble: its
+    feature scaling is kept exactly and its networks are the starting point."""
+    start = load_model(ensemble_run.directory / "model.mlip")
+    d = config_dict(si_file, tmp_path / "run", model={"ensemble": MEMBERS},
+                    transfer={"init_model": str(ensemble_run.directory / "model.mlip")},
+                    training={"epochs": 2, "dtype": "float64"})
+    result = train(config_from_dict(d, base_dir=tmp_path), progress=False, log=quiet)
+    assert result.model.config.ensemble == MEMBERS and result.n_compilations == 1
+    for group in ("feature_shift", "feature_scale"):
+        assert_params_identical(result.model.params[group], start.params[group])
+    assert result.model.calibration is not None and result.model.calibration != start.calibration
+
+
 def test_template_lists_the_ensemble_options():
     text = template()
     assert "ensemble = 1  # members trained together" in text
