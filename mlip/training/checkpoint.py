@@ -7,7 +7,9 @@ A checkpoint is an atomic, checksummed :mod:`mlip.files` container of kind
 * ``best_params``: :attr:`Progress.best_params` (``flax.serialization`` bytes);
 * ``meta``: the rest of the Progress as JSON (epoch, best loss and epoch, history);
 * ``model``: the run's starting model (:func:`mlip.io.model_payload`: config,
-  scaling, offsets and the frozen leaves in float64).
+  scaling, offsets and the frozen leaves in float64);
+* ``config``: the run's training config as JSON (:func:`mlip.training.resume.config_record`),
+  which a resume compares with its own (absent in older checkpoints).
 
 :func:`load_checkpoint` restores into a template state, so a resumed run carries
 on with the same pytree structure, dtypes and step.
@@ -31,16 +33,25 @@ CHECKPOINT_MAGIC = b"MLIP-CHECKPOINT\n"
 CHECKPOINT = ContainerKind("mlip checkpoint", CHECKPOINT_MAGIC, error=ModelFileError)
 
 
-def save_checkpoint(path: str | os.PathLike, state: TrainState, progress: Progress, model: Model) -> None:
-    """Write ``state``, ``progress`` and the starting ``model`` to ``path`` atomically
-    (a reader sees the previous checkpoint or this one, never a partial file)."""
+def save_checkpoint(path: str | os.PathLike, state: TrainState, progress: Progress, model: Model,
+                    config=None) -> None:
+    """Write ``state``, ``progress``, the starting ``model`` and the run's ``config``
+    (a :class:`~mlip.training.config.TrainConfig`, recorded by
+    :func:`mlip.training.resume.config_record` so a resume can compare it) to
+    ``path`` atomically (a reader sees the previous checkpoint or this one, never a
+    partial file)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_container(path, CHECKPOINT, {
+    content = {
         "state": flax.serialization.to_bytes(jax.device_get(state)),
         "best_params": flax.serialization.to_bytes(jax.device_get(progress.best_params)),
         "meta": json.dumps(progress.meta()),
         "model": model_payload(model),
-    })
+    }
+    if config is not None:
+        from mlip.training.resume import config_record
+
+        content["config"] = json.dumps(config_record(config))
+    write_container(path, CHECKPOINT, content)
 
 
 def load_checkpoint(path: str | os.PathLike, template: TrainState) -> tuple[TrainState, Progress, Model]:

@@ -248,6 +248,71 @@ def check_config(config: TrainConfig) -> None:
             raise ConfigError(f"eos[{n}].element is required")
         if (eos.v0 <= 0 or eos.b0 <= 0) and not eos.from_config_type:
             raise ConfigError(f"eos[{n}]: give v0 and b0, or from_config_type to derive them from the data")
+    _check_numbers(config)
+
+
+def _number(name: str, value, low: float | None = None, high: float | None = None, *, integer: bool = False,
+            low_open: bool = False, high_open: bool = False) -> None:
+    """``ConfigError`` naming ``name`` unless ``value`` is a finite number (an integer
+    with ``integer``) in the range ``low .. high`` (``*_open``: the end excluded)."""
+    import math
+
+    kind = "an integer" if integer else "a finite number"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (not integer or float(value).is_integer())
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        bounds = [f"{'>' if low_open else '>='} {low:g}" if low is not None else "",
+                  f"{'<' if high_open else '<='} {high:g}" if high is not None else ""]
+        where = " and ".join(b for b in bounds if b)
+        raise ConfigError(f"{name} must be {kind}{' ' + where if where else ''}, got {value!r}")
+
+
+def _check_numbers(config: TrainConfig) -> None:
+    """Every numeric option finite and in range, named (issue 20: nan and inf
+    learning rates, negative warm-ups)."""
+    d, m, loss, o, t = config.data, config.model, config.loss, config.optimizer, config.training
+    _number("data.validation_fraction", d.validation_fraction, 0.0, 1.0, high_open=True)
+    _number("data.seed", d.seed, 0, integer=True)
+    _number("model.r_cut", m.r_cut, 0.0, low_open=True)
+    _number("model.n_radial", m.n_radial, 1, integer=True)
+    _number("model.n_angular", m.n_angular, 0, integer=True)
+    for zeta in m.zetas:
+        _number("model.zetas entry", zeta, 0.0, low_open=True)
+    if m.angular_type not in (3, 9):
+        raise ConfigError(f"model.angular_type must be 9 (wide) or 3 (narrow), got {m.angular_type!r}")
+    _number("model.r_lower", m.r_lower, 0.0, m.r_cut, low_open=True, high_open=True)
+    _choice("model.grid", m.grid, ("shifted", "centered"))
+    for width in m.hidden_layers:
+        _number("model.hidden_layers entry", width, 1, integer=True)
+    _number("model.r_min", m.r_min, 0.0, m.r_cut, high_open=True)
+    _number("model.seed", m.seed, 0, integer=True)
+    _number("loss.huber_delta", loss.huber_delta, 0.0, low_open=True)
+    for name in ("energy_weight", "forces_weight", "stress_weight"):
+        value = getattr(loss, name)
+        for v in value if isinstance(value, tuple) else (value,):
+            _number(f"loss.{name}", v, 0.0)
+    for group, weight in loss.config_type_weights.items():
+        _number(f"loss.config_type_weights.{group}", weight, 0.0)
+    _number("optimizer.learning_rate", o.learning_rate, 0.0, low_open=True)
+    _number("optimizer.warmup_epochs", o.warmup_epochs, 0, integer=True)
+    _number("optimizer.final_lr_fraction", o.final_lr_fraction, 0.0, 1.0)
+    _number("optimizer.plateau_patience", o.plateau_patience, 1, integer=True)
+    _number("optimizer.plateau_factor", o.plateau_factor, 0.0, 1.0, low_open=True, high_open=True)
+    _number("optimizer.weight_decay", o.weight_decay, 0.0)
+    _number("optimizer.clip_norm", o.clip_norm, 0.0)
+    _number("optimizer.ema_decay", o.ema_decay, 0.0, 1.0, high_open=True)
+    _number("training.epochs", t.epochs, 0, integer=True)
+    _number("training.batch_atoms", t.batch_atoms, 1, integer=True)
+    _number("training.seed", t.seed, 0, integer=True)
+    _number("training.patience", t.patience, 0, integer=True)
+    for n, eos in enumerate(config.eos):
+        for key in ("v0", "b0", "pressure_weight", "bulk_modulus_weight"):
+            _number(f"eos[{n}].{key}", getattr(eos, key), 0.0)
+        _number(f"eos[{n}].max_volume_strain", eos.max_volume_strain, 0.0, low_open=True)
 
 
 FREEZE_GROUPS = ("hidden", "output", "networks", "reference_energies")

@@ -105,7 +105,7 @@ def run_epochs(run: Run, state: TrainState, progress: Progress, say: Callable[..
             record = _epoch_record(run, state, total, epoch, weights)
             record["seconds"] = time.perf_counter() - started
             progress.add(record, state.eval_params)
-            save_checkpoint(run.checkpoint_path, state, progress, run.model)
+            save_checkpoint(run.checkpoint_path, state, progress, run.model, run.config)
             say(_epoch_line(record), echo=bar is None)  # the progress bar shows the epoch instead
             if bar is not None:
                 bar.set_postfix_str(_short(record))

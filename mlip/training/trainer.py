@@ -47,6 +47,7 @@ from mlip.training.data import (
 from mlip.training.eos import EOSTerm, make_eos_functions, make_eos_term, pressure_volume_fit, reference_crystal
 from mlip.training.features import FeatureDataset, featurize
 from mlip.training.loop import Run, TrainingError, run_epochs
+from mlip.training.resume import resume_checkpoint
 from mlip.training.optimizer import make_optimizer, trainable_labels
 from mlip.training.scaling import fit_reference_energies, scaling_from_features, with_feature_range
 from mlip.training.state import Progress, TrainState
@@ -304,7 +305,8 @@ def init_or_resume(config: TrainConfig, data: PreparedData, dtype: DTypeLike, ch
     progress = Progress.start(state.params)
     if resume and checkpoint_path.exists():
         # the checkpoint's model is the run's starting model (scaling, offsets, frozen leaves)
-        state, progress, model = load_checkpoint(checkpoint_path, state)
+        # the stored config against this one first: a changed model or data refuses, naming the keys
+        state, progress, model = resume_checkpoint(checkpoint_path, state, config, data.model, say)
         say(f"resumed from {checkpoint_path} at epoch {progress.epoch}")
     run = Run(
         config, data, model, labels,
