@@ -104,28 +104,155 @@ def sample_from_atoms(atoms: Atoms, keys: LabelKeys = LabelKeys(), name: str = "
 
 
 def read_samples(path: str | os.PathLike, keys: LabelKeys = LabelKeys(), format: str | None = None,
-                 index: str = ":") -> list[Sample]:
-    """Read every structure of a data file that ASE can read.
+                 index: str = ":", progress: bool | None = None) -> list[Sample]:
+    """Read every structure of a data file that ASE can read, as a stream.
 
     ``format`` is ASE's format name (e.g. ``"extxyz"``, ``"traj"``, ``"db"``,
     ``"runnerdata"`` for n2p2/RuNNer ``input.data``, whose atomic units ASE converts
     to eV and Å); ``None`` lets ASE guess, and a file called ``input.data`` is read
     as ``runnerdata``.
-    """
-    from ase.io import read
 
+    The file is read one structure at a time (memory for reading is bounded by the
+    largest structure, not the file); an extxyz frame's atom count is checked
+    against what is left of the file before the frame is parsed, so a header that
+    claims 500 million atoms fails at once.  ``progress``: a progress bar (default:
+    for files over :data:`PROGRESS_BYTES`).  Every error names the file and the
+    structure (``file:index``, counting from 0).
+
+    Raises:
+        DataError: missing or unreadable file, a frame that cannot be parsed, or no
+            memory left (the file and frame named).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"data file {path} does not exist")
+    if os.path.isdir(path):
+        raise DataError(f"data file {path} is a folder, not a file")
     if format is None and os.path.basename(path) == "input.data":
         format = "runnerdata"
+    size = os.path.getsize(path)
+    if format is None:
+        from ase.io.formats import filetype
+
+        try:
+            guessed = filetype(path, read=False)
+        except Exception:  # ASE guesses from the content next
+            guessed = None
+    else:
+        guessed = format
+    show = size > PROGRESS_BYTES if progress is None else progress
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {os.path.basename(path)}")
+    samples: list[Sample] = []
     try:
-        frames = read(path, index=index, format=format)
+        if guessed == "extxyz" and index == ":":
+            frames = _extxyz_frames(path, size, bar)
+        else:
+            frames = _ase_frames(path, format, index)
+        for atoms in frames:
+            samples.append(sample_from_atoms(atoms, keys, f"{path}:{len(samples)}"))
+            if bar is not None and guessed != "extxyz":
+                bar.set_postfix_str(f"{len(samples)} structures")
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError(f"cannot read {path}: out of memory after {len(samples)} structures "
+                        f"({sum(s.n_atoms for s in samples)} atoms); the structure {path}:{len(samples)} or the "
+                        "data set does not fit") from None
     except Exception as error:  # ASE raises many kinds; all mean "unreadable"
-        raise DataError(f"cannot read {path}: {type(error).__name__}: {error}") from error
-    if isinstance(frames, Atoms):
-        frames = [frames]
-    return [sample_from_atoms(atoms, keys, f"{path}:{n}") for n, atoms in enumerate(frames)]
+        raise DataError(f"cannot read {path}:{len(samples)} (structure {len(samples)}, counting from 0): "
+                        f"{type(error).__name__}: {error}") from error
+    finally:
+        if bar is not None:
+            bar.close()
+    return samples
+
+
+#: files larger than this (bytes) are read with a progress bar by default
+PROGRESS_BYTES = 50 * 2**20
+
+
+def _ase_frames(path: str, format: str | None, index: str):
+    """ASE's own frame-by-frame reader (``iread``)."""
+    from ase.io import iread
+
+    frames = iread(path, index=index, format=format)
+    yield from frames
+
+
+def _extxyz_frames(path: str, size: int, bar=None):
+    """The frames of an extxyz file, one at a time: the atom count is checked
+    against the bytes left before the frame's lines are read, and each frame is
+    parsed on its own by ASE (errors name the frame and its first line)."""
+    import io
+
+    from ase.io import read
+
+    line_number = 0
+    frame = 0
+    with open(path, "rb") as handle:
+        while True:
+            header = handle.readline()
+            line_number += 1
+            if not header:
+                return
+            if not header.strip():  # blank lines between or after frames
+                continue
+            first = line_number
+            where = f"{path}:{frame} (structure {frame}, counting from 0, line {first})"
+            try:
+                n_atoms = int(header)
+            except ValueError:
+                raise DataError(f"cannot read {where}: the first line of a frame must be its number of atoms, "
+                                f"got {header[:60].decode(errors='replace').strip()!r}") from None
+            if n_atoms < 0:
+                raise DataError(f"cannot read {where}: negative number of atoms {n_atoms}")
+            comment = handle.readline()
+            line_number += 1
+            columns = _extxyz_columns(comment)
+            left = size - handle.tell()
+            needed = n_atoms * 2 * columns  # at least one character and a separator per column
+            if needed > left:
+                raise DataError(f"cannot read {where}: the header claims {n_atoms} atoms, but only {left} bytes "
+                                f"follow (at least {needed} needed for {columns} columns per atom); a wrong atom "
+                                "count or a truncated file")
+            lines = [header, comment]
+            for _ in range(n_atoms):
+                line = handle.readline()
+                if not line:
+                    raise DataError(f"cannot read {where}: the file ends after {len(lines) - 2} of {n_atoms} "
+                                    "atom lines")
+                lines.append(line)
+            line_number += n_atoms
+            raw = b"".join(lines)
+            text = raw.decode(errors="replace")
+            try:
+                atoms = read(io.StringIO(text), format="extxyz")
+            except Exception as error:
+                raise DataError(f"cannot read {where}: {type(error).__name__}: {error}") from None
+            if bar is not None:
+                bar.update(len(raw))
+                bar.set_postfix_str(f"{frame + 1} structures")
+            yield atoms
+            frame += 1
+
+
+def _extxyz_columns(comment: bytes) -> int:
+    """Columns per atom line that an extxyz comment line's ``Properties`` declares
+    (4 without one: species and position)."""
+    import re
+
+    found = re.search(rb"Properties=(\S+)", comment, flags=re.IGNORECASE)
+    if not found:
+        return 4
+    fields = found.group(1).decode(errors="replace").strip("\"'").split(":")
+    try:
+        return max(1, sum(int(count) for count in fields[2::3]))
+    except ValueError:
+        return 1
 
 
 #: Atoms closer than this (Å) overlap: no bond is this short (H2: 0.74 Å), so training
