@@ -189,3 +189,127 @@ def test_failed_build_names_the_problem(monkeypatch, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert native.available()  # the process's loaded kernel is unaffected
+
+
+# ------------------------------------------------------------- multi-cotangent VJP (ensembles)
+
+
+def _member_pullbacks(kernel, r_ij, mask, species):
+    """``cotangents [K, n, F] -> [K, n, M, 3]``: one descriptor pullback per member, vmapped
+    (the ensemble pattern of ``member_results``: pair vectors shared, cotangents batched)."""
+    pullback = jax.vjp(lambda r: kernel(r, mask, species), r_ij)[1]
+    return jax.vmap(lambda c: pullback(c)[0])
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_multi_cotangent_vjp_equals_single_vjps(name):
+    sf_set = SETS[name]
+    fast, reference = make_descriptor_kernel(sf_set, "native"), make_descriptor_kernel(sf_set, "jax")
+    r_ij, mask, species = random_environments(70, 18, len(sf_set.elements), seed=7)
+    cotangents = jnp.asarray(np.random.default_rng(8).normal(size=(5, 70, sf_set.n_union)))
+    batched = _member_pullbacks(fast, r_ij, mask, species)
+    program = str(jax.make_jaxpr(batched)(cotangents))
+    assert "mlip_sf_vjp_many" in program and "mlip_sf_vjp[" not in program.replace("mlip_sf_vjp_many", "")
+    many = jax.jit(batched)(cotangents)
+    assert many.shape == (5,) + r_ij.shape
+    pullback = jax.jit(lambda c: jax.vjp(lambda r: fast(r, mask, species), r_ij)[1](c)[0])
+    singles = jnp.stack([pullback(c) for c in cotangents])
+    assert relative_error(many, singles) < 1e-12
+    assert relative_error(many, jax.jit(_member_pullbacks(reference, r_ij, mask, species))(cotangents)) < 1e-12
+    assert float(jnp.max(jnp.abs(jnp.where(mask[None, ..., None], 0.0, many)))) == 0.0  # empty slots
+    # one member, and members whose cotangent is zero
+    assert relative_error(batched(cotangents[:1])[0], singles[0]) < 1e-12
+    zeroed = batched(cotangents.at[2].set(0.0))
+    assert float(jnp.max(jnp.abs(zeroed[2]))) == 0.0
+    assert relative_error(zeroed[3], singles[3]) < 1e-12
+
+
+def test_multi_cotangent_vjp_every_cutoff_type():
+    for cutoff in ("hard", "cos", "tanhu", "tanh", "exp", "poly1", "poly2", "poly3", "poly4"):
+        alpha = 0.15 if cutoff in ("cos", "exp", "poly3") else 0.0
+        grid = default_symmetry_functions(("Si",), r_cut=4.5, n_radial=6)
+        sf_set = SymmetryFunctionSet(("Si",), tuple(f for f in grid.functions if f.kind == 2), cutoff, alpha)
+        r_ij, mask, species = random_environments(5, 14, 1, seed=2)
+        cotangents = jnp.asarray(np.random.default_rng(9).normal(size=(4, 5, sf_set.n_union)))
+        fast, reference = make_descriptor_kernel(sf_set, "native"), make_descriptor_kernel(sf_set, "jax")
+        many = _member_pullbacks(fast, r_ij, mask, species)(cotangents)
+        singles = jnp.stack([jax.vjp(lambda r: fast(r, mask, species), r_ij)[1](c)[0] for c in cotangents])
+        assert relative_error(many, singles) < 1e-12, cutoff
+        assert relative_error(many, _member_pullbacks(reference, r_ij, mask, species)(cotangents)) < 1e-11, cutoff
+
+
+def test_multi_cotangent_vjp_float32():
+    sf_set = SETS["mixed-cos-two-elements"]
+    r_ij, mask, species = random_environments(20, 16, 2)
+    cotangents = jnp.asarray(np.random.default_rng(10).normal(size=(3, 20, sf_set.n_union)))
+    reference = _member_pullbacks(make_descriptor_kernel(sf_set, "jax"), r_ij, mask, species)(cotangents)
+    fast = make_descriptor_kernel(sf_set, "native")
+    single = _member_pullbacks(fast, r_ij.astype(jnp.float32), mask, species)(cotangents.astype(jnp.float32))
+    assert single.dtype == jnp.float32
+    assert relative_error(single.astype(jnp.float64), reference) < 2e-5
+
+
+def test_multi_cotangent_vjp_autodiff_and_nested_vmap():
+    """The multi-cotangent VJP's JVP (in the cotangents and in r_ij), its transpose (the
+    JVP batched the same way), and vmap over it (cotangents only: more members; pair
+    vectors too: folded single VJPs), all against the JAX kernel."""
+    sf_set = default_symmetry_functions(("O", "Si"), r_cut=5.0, n_radial=2, n_angular=1, zetas=(1.0, 3.0))
+    r_ij, mask, species = random_environments(6, 12, 2, seed=11)
+    rng = np.random.default_rng(12)
+    cotangents = jnp.asarray(rng.normal(size=(3, 6, sf_set.n_union)))
+    d_cotangents = jnp.asarray(rng.normal(size=cotangents.shape))
+    direction = jnp.asarray(rng.normal(size=r_ij.shape))
+    weights = jnp.asarray(rng.normal(size=(3,) + r_ij.shape))
+    stacked = jnp.stack([r_ij, r_ij * 1.03])
+    results = []
+    for backend in ("native", "jax"):
+        kernel = make_descriptor_kernel(sf_set, backend)
+
+        def many(r, c, kernel=kernel):
+            return _member_pullbacks(kernel, r, mask, species)(c)
+
+        results.append(jax.jit(lambda many=many: (
+            jax.jvp(lambda c: many(r_ij, c), (cotangents,), (d_cotangents,))[1],  # linear in c
+            jax.jvp(lambda r: many(r, cotangents), (r_ij,), (direction,))[1],  # second order in r
+            jax.grad(lambda c: jnp.sum(jnp.sin(many(r_ij, c)) * weights))(cotangents),  # transpose
+            jax.grad(lambda r: jnp.sum(jnp.sin(many(r, cotangents)) * weights))(r_ij),
+            jax.vmap(lambda c: many(r_ij, c))(jnp.stack([cotangents, -2.0 * cotangents])),
+            jax.vmap(many, in_axes=(0, None))(stacked, cotangents),
+            jax.vmap(many)(stacked, jnp.stack([cotangents, d_cotangents])),
+        ))())
+    for n, (fast, reference) in enumerate(zip(*results)):
+        assert relative_error(fast, reference) < 1e-10, n
+    native_kernel = make_descriptor_kernel(sf_set, "native")
+    program = str(jax.make_jaxpr(lambda c: jax.grad(lambda c: jnp.sum(
+        _member_pullbacks(native_kernel, r_ij, mask, species)(c) * weights))(c))(cotangents))
+    assert "mlip_sf_vjp_many" in program and "mlip_sf_jvp" in program
+
+
+def test_member_results_equal_each_member_alone():
+    """``member_results`` of an ensemble (one multi-cotangent VJP over chunks) against every
+    member's own ``energy_forces_virial``."""
+    from ase import Atoms
+
+    from mlip.batch import pad_structure
+    from mlip.kernels.neighbor_list import host_pairs
+    from mlip.model import Model, make_model_functions
+
+    sf_set = mixed_set(("O", "Si"))
+    ensemble = Model.create(symmetry_functions=sf_set, hidden_layers=(6, 5), ensemble=3, seed=4)
+    rng = np.random.default_rng(13)
+    cell = np.diag([6.1, 5.8, 6.4]) + rng.uniform(-0.4, 0.4, (3, 3))
+    grid = np.stack(np.meshgrid(*[np.arange(3)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    atoms = Atoms(rng.choice(["O", "Si"], len(grid)), scaled_positions=(grid + 0.5) / 3.0, cell=cell, pbc=True)
+    atoms.positions += rng.normal(scale=0.15, size=atoms.positions.shape)
+    padded = pad_structure(ensemble, atoms, host_pairs(atoms.positions, atoms.cell.array, atoms.pbc,
+                                                       ensemble.cutoff))
+    inputs = padded.as_jax(jnp.float64, with_element_rows=True)
+    functions = make_model_functions(ensemble.config, chunk_size=8, backend="native")  # several chunks
+    assert "mlip_sf_vjp_many" in str(jax.make_jaxpr(functions.member_results)(ensemble.params, *inputs))
+    members = jax.jit(functions.member_results)(ensemble.params, *inputs)
+    single = jax.jit(make_model_functions(ensemble.config.member, chunk_size=8, backend="native").energy_forces_virial)
+    for k in range(3):
+        alone = single(jax.tree_util.tree_map(lambda x, k=k: x[k], ensemble.params), *inputs)
+        assert float(members.energy[k]) == pytest.approx(float(alone.energy), rel=1e-12, abs=1e-12)
+        assert relative_error(members.forces[k], alone.forces) < 1e-11
+        assert relative_error(members.virial[k], alone.virial) < 1e-11

@@ -12,7 +12,11 @@ Autodiff: three primitives, values ``G(r)``, the JVP ``J(r) t`` and the VJP
 ``J(r)^T c``, each the transpose of the other two's linear part, so forward and
 reverse mode and reverse-over-reverse (training through forces) work; second
 derivatives in ``r`` (e.g. :mod:`mlip.training.eos`'s curvature) fall back to
-autodiff of the JAX kernel.  ``vmap`` folds batch axes into the atom axis.  On
+autodiff of the JAX kernel.  ``vmap`` folds batch axes into the atom axis, except
+a VJP whose cotangent alone is batched (an ensemble's K members' dE_k/dG on shared
+descriptors): that binds a fourth primitive, the multi-cotangent VJP
+(``[K, n, F] -> [K, n, M, 3]``, the same custom call), which computes each pair's
+geometry, cutoffs, exponentials and angular powers once for all K.  On
 platforms other than the CPU the primitives lower to the JAX kernel.
 
 The source is compiled on first use with the system C++ compiler (``$CXX`` or
@@ -161,6 +165,9 @@ def function_table(sf_set) -> tuple[float, ...]:
 values_p = Primitive("mlip_sf_values")
 jvp_p = Primitive("mlip_sf_jvp")
 vjp_p = Primitive("mlip_sf_vjp")
+#: ``(r_ij [n, M, 3], species [n, M], cotangents [K, n, F]) -> [K, n, M, 3]``: K VJPs with
+#: shared pair vectors (the ``mlip_sf_vjp`` custom call with a rank-3 cotangent).
+vjp_many_p = Primitive("mlip_sf_vjp_many")
 
 
 @functools.lru_cache(maxsize=64)
@@ -185,6 +192,9 @@ jvp_p.def_impl(_impl(jvp_p))
 jvp_p.def_abstract_eval(lambda r_ij, species, tangent, *, sf_set: _values_shape(r_ij, species, sf_set=sf_set))
 vjp_p.def_impl(_impl(vjp_p))
 vjp_p.def_abstract_eval(lambda r_ij, species, cotangent, *, sf_set: r_ij.update(weak_type=False))
+vjp_many_p.def_impl(_impl(vjp_many_p))
+vjp_many_p.def_abstract_eval(lambda r_ij, species, cotangents, *, sf_set: r_ij.update(
+    shape=cotangents.shape[:1] + r_ij.shape, weak_type=False))
 
 
 def _cpu_lowering(target):
@@ -209,8 +219,13 @@ def _reference_vjp(r_ij, species, cotangent, *, sf_set):
     return jax.vjp(lambda r: _reference(sf_set)(r, species), r_ij)[1](cotangent)[0]
 
 
+def _reference_vjp_many(r_ij, species, cotangents, *, sf_set):
+    pullback = jax.vjp(lambda r: _reference(sf_set)(r, species), r_ij)[1]
+    return jax.vmap(lambda c: pullback(c)[0])(cotangents)
+
+
 for _primitive, _target, _fallback in ((values_p, "values", _reference_values), (jvp_p, "jvp", _reference_jvp),
-                                       (vjp_p, "vjp", _reference_vjp)):
+                                       (vjp_p, "vjp", _reference_vjp), (vjp_many_p, "vjp", _reference_vjp_many)):
     mlir.register_lowering(_primitive, _cpu_lowering(_target), platform="cpu")
     for _platform in ("cuda", "rocm", "tpu"):
         mlir.register_lowering(_primitive, mlir.lower_fun(_fallback, multiple_results=False), platform=_platform)
@@ -251,11 +266,32 @@ def _transpose(partner):
     return rule
 
 
+def _fold(primitive, r_ij, species, linear, **params):
+    """``primitive`` on a leading batch axis of ``linear`` only, folded into the atom
+    axis (``r_ij`` and ``species`` repeated): ``[K, n, ...] -> [K, n, ...]``."""
+    size = linear.shape[0]
+    flat = [jnp.broadcast_to(a, (size,) + a.shape).reshape((-1,) + a.shape[1:]) for a in (r_ij, species)]
+    out = primitive.bind(*flat, linear.reshape((-1,) + linear.shape[2:]), **params)
+    return out.reshape((size, -1) + out.shape[1:])
+
+
+def _transpose_many(cotangent, r_ij, species, cotangents, *, sf_set):
+    """The multi-cotangent VJP is linear in its cotangents; its transpose is the JVP
+    batched the same way (tangents [K, n, M, 3] -> [K, n, F], folded)."""
+    if ad.is_undefined_primal(r_ij):
+        raise NotImplementedError("the descriptor kernel is linear only in its tangent/cotangent argument")
+    if type(cotangent) is ad.Zero:
+        return None, None, ad.Zero(cotangents.aval)
+    return None, None, _fold(jvp_p, r_ij, species, cotangent, sf_set=sf_set)
+
+
 ad.primitive_jvps[values_p] = _values_jvp
 ad.primitive_jvps[jvp_p] = _linear_jvp(jvp_p, _reference_jvp)
 ad.primitive_jvps[vjp_p] = _linear_jvp(vjp_p, _reference_vjp)
+ad.primitive_jvps[vjp_many_p] = _linear_jvp(vjp_many_p, _reference_vjp_many)
 ad.primitive_transposes[jvp_p] = _transpose(vjp_p)
 ad.primitive_transposes[vjp_p] = _transpose(jvp_p)
+ad.primitive_transposes[vjp_many_p] = _transpose_many
 
 
 def _batch(primitive):
@@ -271,8 +307,34 @@ def _batch(primitive):
     return rule
 
 
-for _primitive in (values_p, jvp_p, vjp_p):
+def _batch_vjp(args, dims, **params):
+    """vmap of the VJP: with only the cotangent batched (an ensemble's members on shared
+    pair vectors) the multi-cotangent VJP, which shares every pair's work; otherwise folded."""
+    (r_ij, species, cotangent), (r_dim, s_dim, c_dim) = args, dims
+    if r_dim is None and s_dim is None and c_dim is not None:
+        return vjp_many_p.bind(r_ij, species, jnp.moveaxis(cotangent, c_dim, 0), **params), 0
+    return _batch(vjp_p)(args, dims, **params)
+
+
+def _batch_vjp_many(args, dims, **params):
+    """vmap of the multi-cotangent VJP: a batched cotangent set alone joins the member
+    axis; any other pattern is folded into the atom axis (single VJPs)."""
+    (r_ij, species, cotangents), (r_dim, s_dim, c_dim) = args, dims
+    if r_dim is None and s_dim is None:
+        moved = jnp.moveaxis(cotangents, c_dim, 0)  # [B, K, n, F]
+        out = vjp_many_p.bind(r_ij, species, moved.reshape((-1,) + moved.shape[2:]), **params)
+        return out.reshape(moved.shape[:2] + out.shape[1:]), 0
+
+    def one(r, s, c):  # [n, M, 3], [n, M], [K, n, F] -> [K, n, M, 3]: single VJPs, folded
+        return _fold(vjp_p, r, s, c, **params)
+
+    return jax.vmap(one, in_axes=dims)(r_ij, species, cotangents), 0
+
+
+for _primitive in (values_p, jvp_p):
     batching.primitive_batchers[_primitive] = _batch(_primitive)
+batching.primitive_batchers[vjp_p] = _batch_vjp
+batching.primitive_batchers[vjp_many_p] = _batch_vjp_many
 
 
 def make_native_kernel(sf_set):

@@ -3,7 +3,9 @@
 //
 // Three handlers share one per-atom routine:
 //   mlip_sf_values  G[n, F]            from r_ij [n, M, 3] and neighbour species [n, M]
-//   mlip_sf_vjp     dL/dr_ij [n, M, 3] from the cotangent dL/dG [n, F]
+//   mlip_sf_vjp     dL/dr_ij [n, M, 3] from the cotangent dL/dG [n, F], or [K, n, M, 3] from K
+//                   cotangents [K, n, F] (an ensemble's members: each pair's geometry, cutoffs,
+//                   exponentials and angular powers computed once for all K)
 //   mlip_sf_jvp     dG [n, F]          from the tangent dr_ij [n, M, 3]
 // Neighbour slots with species < 0 are empty.  The function table (attribute
 // "table") holds one row of kTableWidth numbers per output column:
@@ -91,9 +93,11 @@ void parallel_for(ffi::ThreadPool& pool, int64_t n, const std::function<void(int
   state->finished.wait(lock, [&] { return state->done.load() == state->chunks; });
 }
 
+// `members` cotangents (VJP): member c's cotangent rows at cot + c * n * F, its gradient at
+// grad + c * n * M * 3
 template <typename T, Mode mode>
 ffi::Error run(ffi::ThreadPool pool, const Table& t, int cutoff_type, double alpha, ffi::AnyBuffer rij,
-               ffi::AnyBuffer species, const T* cot, const T* tan, T* out, T* grad) {
+               ffi::AnyBuffer species, const T* cot, const T* tan, T* out, T* grad, int members) {
   auto dims = rij.dimensions();
   if (dims.size() != 3 || dims[2] != 3) return ffi::Error::InvalidArgument("r_ij must have shape [n, M, 3]");
   const int64_t n = dims[0];
@@ -101,12 +105,14 @@ ffi::Error run(ffi::ThreadPool pool, const Table& t, int cutoff_type, double alp
   const T* r = rij.typed_data<T>();
   const int32_t* sp = species.typed_data<int32_t>();
   const int F = t.n_columns;
+  const int64_t cot_stride = n * F, grad_stride = n * slots * 3;
   parallel_for(pool, n, [&](int64_t begin, int64_t end) {
     thread_local Scratch<T> scratch;
     for (int64_t i = begin; i < end; ++i) {
       atom<T, mode>(t, cutoff_type, alpha, slots, r + i * slots * 3, sp + i * slots,
                     cot ? cot + i * F : nullptr, tan ? tan + i * slots * 3 : nullptr,
-                    out ? out + i * F : nullptr, grad ? grad + i * slots * 3 : nullptr, scratch);
+                    out ? out + i * F : nullptr, grad ? grad + i * slots * 3 : nullptr, scratch, members,
+                    cot_stride, grad_stride);
     }
   });
   return ffi::Error::Success();
@@ -119,17 +125,32 @@ ffi::Error dispatch(ffi::ThreadPool pool, ffi::AnyBuffer rij, ffi::AnyBuffer spe
   if (species.element_type() != ffi::DataType::S32) return ffi::Error::InvalidArgument("species must be int32");
   Table t = parse_table(table.begin(), table.size(), static_cast<int>(n_elements));
   const int type = static_cast<int>(cutoff_type);
+  int members = 1;  // VJP: a cotangent [K, n, F] gives K gradients [K, n, M, 3]
+  if (mode == kVjp) {
+    auto cd = extra.dimensions();
+    auto rd = rij.dimensions();
+    if (cd.size() == 3) {
+      if (rd.size() != 3 || cd[1] != rd[0] || cd[2] != t.n_columns)
+        return ffi::Error::InvalidArgument("cotangents must have shape [K, n, F]");
+      members = static_cast<int>(cd[0]);
+      if (members == 0) return ffi::Error::Success();
+    } else if (cd.size() != 2) {
+      return ffi::Error::InvalidArgument("the cotangent must have shape [n, F] or [K, n, F]");
+    }
+  }
   if (rij.element_type() == ffi::DataType::F64) {
     const double* e = extra.typed_data<double>();
     double* o = result->typed_data<double>();
     return run<double, mode>(pool, t, type, alpha, rij, species, mode == kVjp ? e : nullptr,
-                             mode == kJvp ? e : nullptr, mode == kVjp ? nullptr : o, mode == kVjp ? o : nullptr);
+                             mode == kJvp ? e : nullptr, mode == kVjp ? nullptr : o, mode == kVjp ? o : nullptr,
+                             members);
   }
   if (rij.element_type() == ffi::DataType::F32) {
     const float* e = extra.typed_data<float>();
     float* o = result->typed_data<float>();
     return run<float, mode>(pool, t, type, alpha, rij, species, mode == kVjp ? e : nullptr,
-                            mode == kJvp ? e : nullptr, mode == kVjp ? nullptr : o, mode == kVjp ? o : nullptr);
+                            mode == kJvp ? e : nullptr, mode == kVjp ? nullptr : o, mode == kVjp ? o : nullptr,
+                            members);
   }
   return ffi::Error::InvalidArgument("r_ij must be float32 or float64");
 }

@@ -28,7 +28,8 @@ struct PairScratch {
   std::vector<int> pj, pk;  // the pair list
   std::vector<T> buf;       // per-chunk arrays of kChunk entries (slot, group, shape, cut)
   std::vector<int32_t> channel;
-  size_t groups = 0, shapes = 0, cutoffs = 0;
+  std::vector<T> member_q;  // VJP: [members][2 (q, dq)][groups][kChunk]
+  size_t groups = 0, shapes = 0, cutoffs = 0, members = 0;
   enum Slot { kCos, kRjk, kWx, kWy, kWz, kUxj, kUyj, kUzj, kUxk, kUyk, kUzk, kIrj, kIrk, kArj, kArk, kArjk, kAc,
               kGjx, kGjy, kGjz, kGkx, kGky, kGkz, kTjx, kTjy, kTjz, kTkx, kTky, kTkz, kTrj, kTrk, kTc, kTrjk,
               kFixed };
@@ -37,8 +38,10 @@ struct PairScratch {
   T* group(int which, size_t g) { return &buf[(kFixed + which * groups + g) * kChunk]; }
   T* shape(int which, size_t l) { return &buf[(kFixed + 9 * groups + which * shapes + l) * kChunk]; }
   T* cut(int which, size_t c) { return &buf[(kFixed + 9 * groups + 2 * shapes + which * cutoffs + c) * kChunk]; }
+  // q (which 0) or dq (1) of group g for cotangent c
+  T* member(int c, int which, size_t g) { return &member_q[((size_t(c) * 2 + which) * groups + g) * kChunk]; }
 
-  void reserve(int m, const Table& t) {
+  void reserve(int m, const Table& t, int count = 1) {
     size_t pairs = size_t(m) * size_t(std::max(m - 1, 1)) / 2 + 1;
     if (pj.size() < pairs) { pj.assign(pairs, 0); pk.assign(pairs, 0); }
     if (t.groups.size() > groups || t.shapes.size() > shapes || t.cutoffs.size() > cutoffs || buf.empty()) {
@@ -47,6 +50,11 @@ struct PairScratch {
       cutoffs = std::max(cutoffs, t.cutoffs.size());
       buf.assign((kFixed + 9 * groups + 2 * shapes + 2 * cutoffs) * kChunk, T(0));
       channel.assign(kChunk, 0);
+      members = 0;  // the member buffers' group stride changed
+    }
+    if (size_t(count) > members || member_q.empty()) {
+      members = std::max(members, size_t(count));
+      member_q.assign(members * 2 * groups * kChunk, T(0));
     }
   }
 };
@@ -180,77 +188,87 @@ void narrow_pairs(const Table& t, int K, int cutoff_type, double alpha, const T*
     }
 
     if (mode == kVjp) {
-      // q_g = sum over the group's functions of coefficient * cotangent * P_l, dq_g with dP_l
-      for (size_t g = 0; g < NG; ++g) {
-        if (!t.groups[g].narrow) continue;
-        std::fill(ps.group(kQ, g), ps.group(kQ, g) + n, T(0));
-        std::fill(ps.group(kDq, g), ps.group(kDq, g) + n, T(0));
-      }
+      // q_g = sum over the group's functions of coefficient * cotangent * P_l, dq_g with dP_l,
+      // for every member at once
+      const int NC = s.members, F = t.n_columns;
+      for (int c = 0; c < NC; ++c)
+        for (size_t g = 0; g < NG; ++g) {
+          if (!t.groups[g].narrow) continue;
+          std::fill(ps.member(c, 0, g), ps.member(c, 0, g) + n, T(0));
+          std::fill(ps.member(c, 1, g), ps.member(c, 1, g) + n, T(0));
+        }
       for (const Angular& f : t.angular) {
         if (!in_block(f)) continue;
-        const T w = T(f.coefficient) * cot[f.column];
         const T* MLIP_RESTRICT p = ps.shape(0, f.shape);
         const T* MLIP_RESTRICT dp = ps.shape(1, f.shape);
-        T* MLIP_RESTRICT q = ps.group(kQ, f.group);
-        T* MLIP_RESTRICT dq = ps.group(kDq, f.group);
-        if (t.one_element) {
-          MLIP_SIMD for (int i = 0; i < n; ++i) { q[i] += w * p[i]; dq[i] += w * dp[i]; }
-        } else {
-          const int32_t want = f.lo * E + f.hi;
-          MLIP_SIMD for (int i = 0; i < n; ++i) {
-            T m = chan[i] == want ? w : T(0);
-            q[i] += m * p[i];
-            dq[i] += m * dp[i];
+        const int32_t want = f.lo * E + f.hi;
+        for (int c = 0; c < NC; ++c) {
+          const T w = T(f.coefficient) * cot[c * F + f.column];
+          T* MLIP_RESTRICT q = ps.member(c, 0, f.group);
+          T* MLIP_RESTRICT dq = ps.member(c, 1, f.group);
+          if (t.one_element) {
+            MLIP_SIMD for (int i = 0; i < n; ++i) { q[i] += w * p[i]; dq[i] += w * dp[i]; }
+          } else {
+            MLIP_SIMD for (int i = 0; i < n; ++i) {
+              T m = chan[i] == want ? w : T(0);
+              q[i] += m * p[i];
+              dq[i] += m * dp[i];
+            }
           }
         }
       }
-      T* MLIP_RESTRICT arj = ps.slot(ps.kArj);
-      T* MLIP_RESTRICT ark = ps.slot(ps.kArk);
-      T* MLIP_RESTRICT arjk = ps.slot(ps.kArjk);
-      T* MLIP_RESTRICT ac = ps.slot(ps.kAc);
-      std::fill(arj, arj + n, T(0)); std::fill(ark, ark + n, T(0));
-      std::fill(arjk, arjk + n, T(0)); std::fill(ac, ac + n, T(0));
-      for (size_t g = 0; g < NG; ++g) {
-        if (!t.groups[g].narrow) continue;
-        const T* MLIP_RESTRICT aj = ps.group(kAj, g);
-        const T* MLIP_RESTRICT ak = ps.group(kAk, g);
-        const T* MLIP_RESTRICT daj = ps.group(kDaj, g);
-        const T* MLIP_RESTRICT dak = ps.group(kDak, g);
-        const T* MLIP_RESTRICT q = ps.group(kQ, g);
-        const T* MLIP_RESTRICT dq = ps.group(kDq, g);
-        const T* MLIP_RESTRICT tj = ps.group(kTjk, g);
-        const T* MLIP_RESTRICT dtj = ps.group(kDtjk, g);
-        MLIP_SIMD for (int i = 0; i < n; ++i) {
-          T tq = tj[i] * q[i];
-          arj[i] += daj[i] * ak[i] * tq;
-          ark[i] += aj[i] * dak[i] * tq;
-          arjk[i] += aj[i] * ak[i] * dtj[i] * q[i];
-          ac[i] += aj[i] * ak[i] * tj[i] * dq[i];
+      for (int c = 0; c < NC; ++c) {
+        T* MLIP_RESTRICT arj = ps.slot(ps.kArj);
+        T* MLIP_RESTRICT ark = ps.slot(ps.kArk);
+        T* MLIP_RESTRICT arjk = ps.slot(ps.kArjk);
+        T* MLIP_RESTRICT ac = ps.slot(ps.kAc);
+        std::fill(arj, arj + n, T(0)); std::fill(ark, ark + n, T(0));
+        std::fill(arjk, arjk + n, T(0)); std::fill(ac, ac + n, T(0));
+        for (size_t g = 0; g < NG; ++g) {
+          if (!t.groups[g].narrow) continue;
+          const T* MLIP_RESTRICT aj = ps.group(kAj, g);
+          const T* MLIP_RESTRICT ak = ps.group(kAk, g);
+          const T* MLIP_RESTRICT daj = ps.group(kDaj, g);
+          const T* MLIP_RESTRICT dak = ps.group(kDak, g);
+          const T* MLIP_RESTRICT q = ps.member(c, 0, g);
+          const T* MLIP_RESTRICT dq = ps.member(c, 1, g);
+          const T* MLIP_RESTRICT tj = ps.group(kTjk, g);
+          const T* MLIP_RESTRICT dtj = ps.group(kDtjk, g);
+          MLIP_SIMD for (int i = 0; i < n; ++i) {
+            T tq = tj[i] * q[i];
+            arj[i] += daj[i] * ak[i] * tq;
+            ark[i] += aj[i] * dak[i] * tq;
+            arjk[i] += aj[i] * ak[i] * dtj[i] * q[i];
+            ac[i] += aj[i] * ak[i] * tj[i] * dq[i];
+          }
         }
-      }
-      // d cos/d r_j = (u_k - cos u_j) / r_j, d cos/d r_k = (u_j - cos u_k) / r_k,
-      // d r_jk/d r_k = w / r_jk = -d r_jk/d r_j
-      T* MLIP_RESTRICT gjx = ps.slot(ps.kGjx);
-      T* MLIP_RESTRICT gjy = ps.slot(ps.kGjy);
-      T* MLIP_RESTRICT gjz = ps.slot(ps.kGjz);
-      T* MLIP_RESTRICT gkx = ps.slot(ps.kGkx);
-      T* MLIP_RESTRICT gky = ps.slot(ps.kGky);
-      T* MLIP_RESTRICT gkz = ps.slot(ps.kGkz);
-      MLIP_SIMD for (int i = 0; i < n; ++i) {
-        T c = cs[i];
-        T along = arjk[i] / rjk[i];
-        T cj2 = ac[i] * irj[i], ck2 = ac[i] * irk[i];
-        gjx[i] = arj[i] * uxj[i] + cj2 * (uxk[i] - c * uxj[i]) - along * wx[i];
-        gjy[i] = arj[i] * uyj[i] + cj2 * (uyk[i] - c * uyj[i]) - along * wy[i];
-        gjz[i] = arj[i] * uzj[i] + cj2 * (uzk[i] - c * uzj[i]) - along * wz[i];
-        gkx[i] = ark[i] * uxk[i] + ck2 * (uxj[i] - c * uxk[i]) + along * wx[i];
-        gky[i] = ark[i] * uyk[i] + ck2 * (uyj[i] - c * uyk[i]) + along * wy[i];
-        gkz[i] = ark[i] * uzk[i] + ck2 * (uzj[i] - c * uzk[i]) + along * wz[i];
-      }
-      for (int i = 0; i < n; ++i) {  // pairs share atoms, so this accumulation is not vectorised
-        const int j = cj[i], k = ck[i];
-        GX[j] += gjx[i]; GY[j] += gjy[i]; GZ[j] += gjz[i];
-        GX[k] += gkx[i]; GY[k] += gky[i]; GZ[k] += gkz[i];
+        // d cos/d r_j = (u_k - cos u_j) / r_j, d cos/d r_k = (u_j - cos u_k) / r_k,
+        // d r_jk/d r_k = w / r_jk = -d r_jk/d r_j
+        T* MLIP_RESTRICT gjx = ps.slot(ps.kGjx);
+        T* MLIP_RESTRICT gjy = ps.slot(ps.kGjy);
+        T* MLIP_RESTRICT gjz = ps.slot(ps.kGjz);
+        T* MLIP_RESTRICT gkx = ps.slot(ps.kGkx);
+        T* MLIP_RESTRICT gky = ps.slot(ps.kGky);
+        T* MLIP_RESTRICT gkz = ps.slot(ps.kGkz);
+        MLIP_SIMD for (int i = 0; i < n; ++i) {
+          T cosine = cs[i];
+          T along = arjk[i] / rjk[i];
+          T cj2 = ac[i] * irj[i], ck2 = ac[i] * irk[i];
+          gjx[i] = arj[i] * uxj[i] + cj2 * (uxk[i] - cosine * uxj[i]) - along * wx[i];
+          gjy[i] = arj[i] * uyj[i] + cj2 * (uyk[i] - cosine * uyj[i]) - along * wy[i];
+          gjz[i] = arj[i] * uzj[i] + cj2 * (uzk[i] - cosine * uzj[i]) - along * wz[i];
+          gkx[i] = ark[i] * uxk[i] + ck2 * (uxj[i] - cosine * uxk[i]) + along * wx[i];
+          gky[i] = ark[i] * uyk[i] + ck2 * (uyj[i] - cosine * uyk[i]) + along * wy[i];
+          gkz[i] = ark[i] * uzk[i] + ck2 * (uzj[i] - cosine * uzk[i]) + along * wz[i];
+        }
+        T* gx = GX + c * M;  // pairs share atoms, so this accumulation is not vectorised
+        T* gy = GY + c * M;
+        T* gz = GZ + c * M;
+        for (int i = 0; i < n; ++i) {
+          const int j = cj[i], k = ck[i];
+          gx[j] += gjx[i]; gy[j] += gjy[i]; gz[j] += gjz[i];
+          gx[k] += gkx[i]; gy[k] += gky[i]; gz[k] += gkz[i];
+        }
       }
       continue;
     }

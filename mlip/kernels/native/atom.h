@@ -18,13 +18,23 @@
 namespace mlip::native {
 
 // mode kValues: out[F] = G; kVjp: grad[M*3] = sum_f cot[f] dG_f/dr_ij; kJvp: out[F] = sum dG/dr . tan.
+// kVjp with `members` > 1 cotangents (an ensemble's): member c's cotangent at cot + c * cot_stride and
+// its gradient at grad + c * grad_stride, every pair's geometry, cutoffs, exponentials and angular
+// powers computed once for all of them.
 template <typename T, Mode mode>
 void atom(const Table& t, int cutoff_type, double alpha, int n_slots, const T* rij, const int32_t* species,
-          const T* cot, const T* tan, T* out, T* grad, Scratch<T>& s) {
-  s.reserve(n_slots, t);
+          const T* cot, const T* tan, T* out, T* grad, Scratch<T>& s, int members = 1, int64_t cot_stride = 0,
+          int64_t grad_stride = 0) {
+  s.reserve(n_slots, t, mode == kVjp ? members : 1);
   const int F = t.n_columns;
+  const int NC = s.members;
   if (mode != kVjp) std::fill(out, out + F, T(0));
-  if (mode == kVjp) std::fill(grad, grad + 3 * n_slots, T(0));
+  if (mode == kVjp)
+    for (int c = 0; c < NC; ++c) {
+      std::fill(grad + c * grad_stride, grad + c * grad_stride + 3 * n_slots, T(0));
+      std::copy(cot + c * cot_stride, cot + c * cot_stride + F, s.cot.data() + c * F);  // contiguous [NC][F]
+    }
+  if (mode == kVjp) cot = s.cot.data();
 
   T* MLIP_RESTRICT X = s.x.data();
   T* MLIP_RESTRICT Y = s.y.data();
@@ -51,18 +61,22 @@ void atom(const Table& t, int cutoff_type, double alpha, int n_slots, const T* r
     X[K] = x; Y[K] = y; Z[K] = z; SP[K] = species[m]; s.slot[K] = m;
     if (mode == kJvp) {
       GX[K] = tan[3 * m]; GY[K] = tan[3 * m + 1]; GZ[K] = tan[3 * m + 2];
-    } else {
-      GX[K] = GY[K] = GZ[K] = T(0);
     }
     ++K;
   }
   if (K == 0) return;
+  const int M = s.capacity;
+  if (mode != kJvp)
+    for (int c = 0; c < NC; ++c) {
+      std::fill(GX + c * M, GX + c * M + K, T(0));
+      std::fill(GY + c * M, GY + c * M + K, T(0));
+      std::fill(GZ + c * M, GZ + c * M + K, T(0));
+    }
   MLIP_SIMD for (int k = 0; k < K; ++k) {
     R[k] = std::sqrt(X[k] * X[k] + Y[k] * Y[k] + Z[k] * Z[k]);
     IR[k] = T(1) / R[k];
     UX[k] = X[k] * IR[k]; UY[k] = Y[k] * IR[k]; UZ[k] = Z[k] * IR[k];
   }
-  const int M = s.capacity;
   for (size_t c = 0; c < t.cutoffs.size(); ++c)
     cutoff<T>(cutoff_type, alpha, t.cutoffs[c], R, &s.fc[c * M], &s.dfc[c * M], K);
   if (mode == kJvp)  // tangent of r_k: u_k . tan_k
@@ -88,13 +102,16 @@ void atom(const Table& t, int cutoff_type, double alpha, int n_slots, const T* r
     }
     if (t.has_wide) wide_pairs<T, mode>(t, K, cot, out, s);
     thread_local PairScratch<T> pairs;  // type 3: a flat list of the pairs with r_jk < r_c
-    pairs.reserve(M, t);
+    pairs.reserve(M, t, NC);
     if (t.has_narrow) narrow_pairs<T, mode>(t, K, cutoff_type, alpha, cot, out, s, pairs);
   }
   if (mode == kVjp)  // the gradients of the compacted neighbours back to their slots
-    for (int k = 0; k < K; ++k) {
-      const int m = s.slot[k];
-      grad[3 * m] = GX[k]; grad[3 * m + 1] = GY[k]; grad[3 * m + 2] = GZ[k];
+    for (int c = 0; c < NC; ++c) {
+      T* g = grad + c * grad_stride;
+      for (int k = 0; k < K; ++k) {
+        const int m = s.slot[k];
+        g[3 * m] = GX[c * M + k]; g[3 * m + 1] = GY[c * M + k]; g[3 * m + 2] = GZ[c * M + k];
+      }
     }
 }
 

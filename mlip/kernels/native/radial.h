@@ -24,8 +24,10 @@ void radial_terms(const Table& t, int K, const T* cot, T* out, Scratch<T>& s) {
   T* MLIP_RESTRICT GY = s.gy.data();
   T* MLIP_RESTRICT GZ = s.gz.data();
   const T* MLIP_RESTRICT TR = s.tang_r.data();  // JVP: tangent of r_k
-  T* MLIP_RESTRICT acc = s.acc_rk.data();  // VJP: dL/dr_k of the radial functions
-  if (mode == kVjp) std::fill(acc, acc + K, T(0));
+  T* MLIP_RESTRICT acc = s.acc_rk.data();  // VJP: dL/dr_k of the radial functions, [members][k]
+  T* MLIP_RESTRICT deriv_k = s.acc_c.data();  // VJP with several members: one function's dG/dr_k
+  const int NC = s.members, F = t.n_columns;
+  if (mode == kVjp) std::fill(acc, acc + NC * M, T(0));
   for (const Radial& f : t.radial) {
     const T eta = T(f.eta), shift = T(f.shift);
     const T* MLIP_RESTRICT fc = &s.fc[f.cut * M];
@@ -42,18 +44,35 @@ void radial_terms(const Table& t, int K, const T* cot, T* out, Scratch<T>& s) {
       continue;
     }
     const T weight = mode == kVjp ? cot[f.column] : T(1);
+    const bool several = mode == kVjp && NC > 1;  // the derivative once, then every member's weight
     MLIP_SIMD_SUM(sum) for (int k = 0; k < K; ++k) {
       T d = R[k] - shift;
       T deriv = vexp(-eta * d * d) * (dfc[k] - T(2) * eta * d * fc[k]);
       deriv = (element == -2 || SP[k] == element) ? deriv : T(0);
-      if (mode == kVjp) acc[k] += weight * deriv;
-      else sum += deriv * TR[k];
+      if (mode == kVjp) {
+        if (several) deriv_k[k] = deriv;
+        else acc[k] += weight * deriv;
+      } else {
+        sum += deriv * TR[k];
+      }
     }
+    if (several)
+      for (int c = 0; c < NC; ++c) {
+        const T w = cot[c * F + f.column];
+        T* MLIP_RESTRICT member = acc + c * M;
+        MLIP_SIMD for (int k = 0; k < K; ++k) member[k] += w * deriv_k[k];
+      }
     if (mode == kJvp) out[f.column] += sum;
   }
   if (mode == kVjp)
-    MLIP_SIMD for (int k = 0; k < K; ++k) {
-      GX[k] += acc[k] * UX[k]; GY[k] += acc[k] * UY[k]; GZ[k] += acc[k] * UZ[k];
+    for (int c = 0; c < NC; ++c) {
+      const T* MLIP_RESTRICT member = acc + c * M;
+      T* MLIP_RESTRICT gx = GX + c * M;
+      T* MLIP_RESTRICT gy = GY + c * M;
+      T* MLIP_RESTRICT gz = GZ + c * M;
+      MLIP_SIMD for (int k = 0; k < K; ++k) {
+        gx[k] += member[k] * UX[k]; gy[k] += member[k] * UY[k]; gz[k] += member[k] * UZ[k];
+      }
     }
 }
 
