@@ -35,7 +35,7 @@ import jax
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from mlip.compilation_cache import enable_compilation_cache
+from mlip.compilation_cache import enable_compilation_cache, requested_by_environment
 from mlip.extrapolation import ExtrapolationError, ExtrapolationWarning, resolve_policy, summary
 from mlip.kernels.neighbor_list import VerletNeighborList
 from mlip.model import Model, ModelConfig, cast_params, feature_bounds, make_model_functions, virial_to_stress
@@ -67,8 +67,11 @@ class MLIPCalculator(Calculator):
         skin: Verlet skin of the neighbour list, Å; the list is rebuilt only when
             an atom moved more than half of it.
         chunk_size: atoms processed per chunk inside the kernel (memory bound).
-        compilation_cache: turn on JAX's persistent compilation cache
-            (:mod:`mlip.compilation_cache`; also off with ``MLIP_COMPILATION_CACHE=off``).
+        compilation_cache: turn on JAX's persistent compilation cache, a process-wide
+            JAX setting (:mod:`mlip.compilation_cache`).  Default ``None``: only when
+            the environment variable ``MLIP_COMPILATION_CACHE`` names a folder (a
+            calculator leaves the host program's JAX settings alone unless asked);
+            ``True``: on (default folder ``~/.cache/mlip/jax``); ``False``: off.
         extrapolation: ``"auto"`` (default: ``"warn"`` when the model knows its
             training range, else ``"off"``), ``"warn"`` (an
             :class:`~mlip.extrapolation.ExtrapolationWarning` for every structure
@@ -92,10 +95,10 @@ class MLIPCalculator(Calculator):
 
     @with_float64
     def __init__(self, model: Model | str | os.PathLike, dtype: str = "float64", skin: float = 0.3,
-                 chunk_size: int = 1024, compilation_cache: bool = True, extrapolation: str = "auto",
+                 chunk_size: int = 1024, compilation_cache: bool | None = None, extrapolation: str = "auto",
                  uncertainty: str = "auto", members: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if compilation_cache:
+        if compilation_cache or (compilation_cache is None and requested_by_environment()):
             enable_compilation_cache()
         if not isinstance(model, Model):
             from mlip.io import load_model

@@ -68,6 +68,10 @@ class ParityPanel:
             points; either one label per value (``groups.size == reference.size``)
             or one per row of ``reference`` (``len(groups) == reference.shape[0]``,
             e.g. one per atom for ``[n_atoms, 3]`` forces), repeated over the row.
+        error_unit, error_factor: report MAE / RMSE (box and legend) as
+            ``error_factor`` x the axes' values in ``error_unit`` (e.g. forces
+            plotted in eV/Å, errors in meV/Å as in the metrics table: ``"meV/Å"``,
+            1000); default: the axes' unit.
     """
 
     title: str
@@ -75,6 +79,8 @@ class ParityPanel:
     predicted: np.ndarray
     unit: str = ""
     groups: np.ndarray | None = None
+    error_unit: str | None = None
+    error_factor: float = 1.0
 
 
 def error_summary(reference: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
@@ -166,7 +172,8 @@ def _draw_parity_panel(ax: Axes, panel: ParityPanel, ref: np.ndarray, pred: np.n
             sel = inverse == g
             mae, _ = error_summary(ref[sel], pred[sel])
             ax.plot(ref[sel], pred[sel], color=colors[g],
-                    label=f"{labels[g]} (n={counts[g]}, MAE {mae:.3g})", **style)
+                    label=f"{labels[g]} (n={counts[g]}, MAE {panel.error_factor * mae:.3g}"
+                          f"{' ' + panel.error_unit if panel.error_unit else ''})", **style)
         # Legend in the order of the sorted group names.
         handles, texts = ax.get_legend_handles_labels()
         order = np.argsort(np.argsort(-counts, kind="stable"))
@@ -190,7 +197,9 @@ def _draw_parity_panel(ax: Axes, panel: ParityPanel, ref: np.ndarray, pred: np.n
     ax.grid(True, linewidth=0.4, alpha=0.4)
 
     mae, rmse = error_summary(ref, pred)
-    ax.text(0.04, 0.96, _error_text(mae, rmse, panel.unit, n), transform=ax.transAxes,
+    factor = panel.error_factor
+    error_unit = panel.unit if panel.error_unit is None else panel.error_unit
+    ax.text(0.04, 0.96, _error_text(factor * mae, factor * rmse, error_unit, n), transform=ax.transAxes,
             va="top", ha="left", family="monospace", fontsize="small", gid=ERROR_TEXT_GID,
             bbox=dict(boxstyle="round", facecolor="white", alpha=0.85, edgecolor="0.7"))
 

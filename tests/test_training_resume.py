@@ -142,6 +142,8 @@ def test_resume_with_a_changed_optimizer_continues_with_a_warning(si_file, train
     assert "optimizer.learning_rate: 0.01 -> 1.0" in warning[0] and "training.epochs: 2 -> 3" in warning[0]
     assert any(line.startswith("resumed from") for line in lines)
     assert len(result.history) == 3
+    # the summary counts the epochs this call ran, not the total (issue 20 item 10)
+    assert any(line.startswith("trained 1 epoch (epochs 3-3, resumed after epoch 2) in") for line in lines)
 
 
 def test_resume_refuses_an_optimizer_whose_state_no_longer_fits(si_file, trained, tmp_path):

@@ -143,8 +143,9 @@ def metrics_by_group(predictions: PredictionSet) -> dict[str, dict[str, float]]:
 
 
 def write_parity_plot(path: str | Path, predictions: PredictionSet, title: str = "") -> Path | None:
-    """Energy (meV/atom), force (eV/Å) and stress (GPa) parity panels coloured by
-    config_type; ``None`` when there is nothing to plot."""
+    """Energy (meV/atom), force (eV/Å axes, errors in meV/Å like the metrics table)
+    and stress (GPa) parity panels coloured by config_type; ``None`` when there is
+    nothing to plot."""
     from mlip.plots import ParityPanel, parity_plot
 
     if not predictions.samples:
@@ -154,7 +155,7 @@ def write_parity_plot(path: str | Path, predictions: PredictionSet, title: str =
         ParityPanel(f"{prefix}energy", 1e3 * predictions.energy_ref, 1e3 * predictions.energy_pred,
                     "meV/atom", predictions.structure_groups),
         ParityPanel(f"{prefix}forces", predictions.forces_ref, predictions.forces_pred, "eV/Å",
-                    predictions.atom_groups),
+                    predictions.atom_groups, error_unit="meV/Å", error_factor=1e3),  # errors as in the table
         ParityPanel(f"{prefix}stress", predictions.stress_ref / GPa, predictions.stress_pred / GPa, "GPa",
                     predictions.structure_groups),
     ]

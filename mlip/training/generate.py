@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +136,7 @@ def generate_structures(
     md_friction: float = 0.02,
     md_repeat: tuple[int, int, int] = (2, 2, 2),
     min_distance: float | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> list[Atoms]:
     """Labelled structures of ``element`` in groups ``GROUPS`` (``info["config_type"]``).
 
@@ -163,6 +164,7 @@ def generate_structures(
             the conventional cell repeated ``md_repeat`` times, taken every
             ``md_interval`` steps of ``md_timestep`` fs after ``md_equilibration``
             steps; ``md_friction`` in 1/fs.
+        log: called with one line per group once it is labelled (count, seconds).
         min_distance: rattled atoms are redrawn until no two are closer than this
             (Å); default 0.8 times the nearest-neighbour distance of the crystal.
 
@@ -189,11 +191,20 @@ def generate_structures(
         return _rattle(atoms, amplitude, rng, min_distance)
 
     structures: list[Atoms] = []
+    clock = [time.perf_counter()]
+
+    def labelled(group_structures: list[Atoms], group: str) -> list[Atoms]:
+        result = label(group_structures, calculator, group)
+        if log is not None and result:
+            now = time.perf_counter()
+            log(f"  {group}: {len(result)} structures labelled ({now - clock[0]:.1f} s)")
+            clock[0] = now
+        return result
 
     rng = stream("rattled")
     rattled = [rattle(cells[rng.integers(len(cells))], rattle_amplitudes[k % len(rattle_amplitudes)], rng)
                for k in range(n_rattled)]
-    structures += label(rattled, calculator, "rattled")
+    structures += labelled(rattled, "rattled")
 
     rng = stream("strained")
     strained = []
@@ -207,7 +218,7 @@ def generate_structures(
         atoms = conventional.copy()
         atoms.set_cell(atoms.cell.array * ratio ** (1.0 / 3.0), scale_atoms=True)
         strained.append(rattle(atoms, 0.01, rng))
-    structures += label(strained, calculator, "strained")
+    structures += labelled(strained, "strained")
 
     rng = stream("vacancy")
     large = [c for c in cells if len(c) >= 32] or cells[-1:]
@@ -216,7 +227,7 @@ def generate_structures(
         atoms = large[rng.integers(len(large))].copy()
         del atoms[int(rng.integers(len(atoms)))]
         vacancies.append(rattle(atoms, rattle_amplitudes[k % len(rattle_amplitudes)], rng))
-    structures += label(vacancies, calculator, "vacancy")
+    structures += labelled(vacancies, "vacancy")
 
     rng = stream("surface")
     slabs = [surface(conventional, tuple(index), surface_layers, vacuum=vacuum, periodic=True)
@@ -224,7 +235,7 @@ def generate_structures(
     surface_amplitudes = [x for x in rattle_amplitudes if x <= 0.1] or [min(rattle_amplitudes, default=0.05)]
     surfaces = [rattle(slabs[k % len(slabs)], surface_amplitudes[(k // len(slabs)) % len(surface_amplitudes)], rng)
                 for k in range(n_surface)]
-    structures += label(surfaces, calculator, "surface")
+    structures += labelled(surfaces, "surface")
 
     rng = stream("md")
     snapshots = []
@@ -235,7 +246,7 @@ def generate_structures(
             continue
         snapshots += _md_snapshots(conventional.repeat(md_repeat), calculator, temperature, n_snapshots, rng,
                                    md_timestep, md_interval, md_equilibration, md_friction)
-    structures += label(snapshots, calculator, "md")
+    structures += labelled(snapshots, "md")
     return structures
 
 
@@ -252,7 +263,7 @@ def write_dataset(structures: Sequence[Atoms], path: str | os.PathLike) -> None:
 
 
 def default_si_dataset(path: str | os.PathLike, *, regenerate: bool = False, seed: int = 0,
-                       **kwargs) -> list[Atoms]:
+                       log: Callable[[str], None] | None = print, **kwargs) -> list[Atoms]:
     """The default Si training set, cached in the extxyz file ``path``.
 
     If ``path`` exists (and ``regenerate`` is false) it is read and returned as is:
@@ -262,6 +273,8 @@ def default_si_dataset(path: str | os.PathLike, *, regenerate: bool = False, see
     :func:`stillinger_weber_si`; ``seed`` and ``kwargs`` are forwarded), written
     atomically to ``path`` and read back, so that the first and later calls return
     the same numbers (extxyz stores positions and forces with 8 decimals).
+    While generating, ``log`` (default: print; None: quiet) gets a line saying so,
+    one per group and one when the file is written.
 
     Returns:
         Structures with energy (eV), forces (eV/Å), stress (eV/Å³) and
@@ -270,8 +283,14 @@ def default_si_dataset(path: str | os.PathLike, *, regenerate: bool = False, see
     path = Path(path)
     if path.exists() and not regenerate:
         return read(path, index=":", format="extxyz")
-    structures = generate_structures(stillinger_weber_si(), "Si", "diamond", 5.431, seed, **kwargs)
+    start = time.perf_counter()
+    if log is not None:
+        log(f"generating the built-in Si data set in {path} (Stillinger-Weber labels; done once, "
+            "later runs read the file)")
+    structures = generate_structures(stillinger_weber_si(), "Si", "diamond", 5.431, seed, log=log, **kwargs)
     write_dataset(structures, path)
+    if log is not None:
+        log(f"wrote {len(structures)} structures to {path} in {time.perf_counter() - start:.1f} s")
     return read(path, index=":", format="extxyz")
 
 

@@ -96,8 +96,11 @@ def run_epochs(run: Run, state: TrainState, progress: Progress, say: Callable[..
     if show_progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, initial=progress.epoch, desc="training", unit="epoch")
+        # no smoothing: the rate (and ETA) is the mean over the epochs after the first
+        # of this call, whose time is mostly compilation (restarted below)
+        bar = tqdm(total=epochs, initial=progress.epoch, desc="training", unit="epoch", smoothing=0)
     started = time.perf_counter()
+    first_epoch = progress.epoch
     try:
         for epoch in range(progress.epoch, epochs):
             weights = loss_weights(config, epoch, run.data.train_features.groups, run.dtype)
@@ -110,6 +113,9 @@ def run_epochs(run: Run, state: TrainState, progress: Progress, say: Callable[..
             if bar is not None:
                 bar.set_postfix_str(_short(record))
                 bar.update(1)
+                if epoch == first_epoch:  # compilation done: time the ETA from here
+                    bar.initial = bar.n
+                    bar.start_t = bar.last_print_t = getattr(bar, "_time", time.time)()
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
             if patience and progress.bad_epochs >= patience:
@@ -118,7 +124,9 @@ def run_epochs(run: Run, state: TrainState, progress: Progress, say: Callable[..
     finally:
         if bar is not None:
             bar.close()
-    say(f"trained {progress.epoch} epochs in {time.perf_counter() - started:.1f} s; "
+    ran = progress.epoch - first_epoch
+    span = f" (epochs {first_epoch + 1}-{progress.epoch}, resumed after epoch {first_epoch})" if first_epoch else ""
+    say(f"trained {ran} epoch{'s' if ran != 1 else ''}{span} in {time.perf_counter() - started:.1f} s; "
         f"{run.n_compilations()} compiled train-step shape(s); best epoch {progress.best_epoch}")
     return state
 
