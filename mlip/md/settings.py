@@ -74,6 +74,16 @@ class MDSettings:
             raise ValueError(f"temperature must be >= 0 K, got {self.temperature}")
         if not math.isfinite(self.pressure):
             raise ValueError(f"pressure must be finite, got {self.pressure}")
+        for name, unit in (("timestep", "fs"), ("tau", "fs"), ("tau_p", "fs"), ("compressibility", "1/GPa")):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name.replace('_', '-')} must be > 0 {unit}, got {value}")
+        if not (math.isfinite(self.skin) and self.skin >= 0):
+            raise ValueError(f"skin must be >= 0 Å, got {self.skin}")
+        if not (math.isfinite(self.capacity_multiplier) and self.capacity_multiplier >= 1):
+            raise ValueError(f"capacity multiplier must be >= 1, got {self.capacity_multiplier}")
+        if int(self.chain_length) != self.chain_length or self.chain_length < 1:
+            raise ValueError(f"chain length must be a positive integer, got {self.chain_length}")
 
 
 @dataclass(frozen=True)
