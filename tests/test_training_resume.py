@@ -154,3 +154,22 @@ def test_resume_refuses_an_optimizer_whose_state_no_longer_fits(si_file, trained
     with pytest.raises(ConfigError, match=r"does not fit this config's optimiser \(optimizer\.ema_decay: 0\.0 -> 0\.5"):
         train(config(si_file, directory, training={"epochs": 3}, optimizer={"ema_decay": 0.5}), resume=True,
               progress=False, log=lambda line: None)
+
+
+def test_a_checkpoint_without_a_stored_config_is_checked_by_its_model(si_file, trained, tmp_path):
+    """Checkpoints written before the config record: a changed architecture still
+    refuses (naming the model settings that differ), not a raw flax shape error."""
+    import shutil
+
+    from mlip.files import read_container, write_container
+    from mlip.training.checkpoint import CHECKPOINT
+
+    directory = tmp_path / "run"
+    shutil.copytree(trained, directory)
+    path = directory / "checkpoints" / "latest.ckpt"
+    content = dict(read_container(path, CHECKPOINT).content)
+    content.pop("config")
+    write_container(path, CHECKPOINT, content)
+    with pytest.raises(ConfigError, match=r"its model differs from the one this config builds \(hidden_layers\)"):
+        train(config(si_file, directory, training={"epochs": 3}, model={"hidden_layers": [7]}), resume=True,
+              progress=False, log=lambda line: None)
