@@ -34,12 +34,11 @@ CHECKPOINT = ContainerKind("mlip checkpoint", CHECKPOINT_MAGIC, error=ModelFileE
 
 
 def save_checkpoint(path: str | os.PathLike, state: TrainState, progress: Progress, model: Model,
-                    config=None) -> None:
+                    config: dict | None = None) -> None:
     """Write ``state``, ``progress``, the starting ``model`` and the run's ``config``
-    (a :class:`~mlip.training.config.TrainConfig`, recorded by
-    :func:`mlip.training.resume.config_record` so a resume can compare it) to
-    ``path`` atomically (a reader sees the previous checkpoint or this one, never a
-    partial file)."""
+    record (:func:`mlip.training.resume.config_record`, so a resume can compare it)
+    to ``path`` atomically (a reader sees the previous checkpoint or this one, never
+    a partial file)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     content = {
         "state": flax.serialization.to_bytes(jax.device_get(state)),
@@ -48,9 +47,7 @@ def save_checkpoint(path: str | os.PathLike, state: TrainState, progress: Progre
         "model": model_payload(model),
     }
     if config is not None:
-        from mlip.training.resume import config_record
-
-        content["config"] = json.dumps(config_record(config))
+        content["config"] = json.dumps(config)
     write_container(path, CHECKPOINT, content)
 
 

@@ -21,6 +21,7 @@ from jax.typing import DTypeLike
 
 from mlip.model import Model, Params
 from mlip.training.checkpoint import save_checkpoint
+from mlip.training.resume import config_record
 from mlip.training.config import TrainConfig
 from mlip.training.eos import EOSTerm
 from mlip.training.features import FeatureDataset
@@ -101,6 +102,7 @@ def run_epochs(run: Run, state: TrainState, progress: Progress, say: Callable[..
         bar = tqdm(total=epochs, initial=progress.epoch, desc="training", unit="epoch", smoothing=0)
     started = time.perf_counter()
     first_epoch = progress.epoch
+    stored_config = config_record(config)  # in every checkpoint, compared on resume
     try:
         for epoch in range(progress.epoch, epochs):
             weights = loss_weights(config, epoch, run.data.train_features.groups, run.dtype)
@@ -108,7 +110,7 @@ def run_epochs(run: Run, state: TrainState, progress: Progress, say: Callable[..
             record = _epoch_record(run, state, total, epoch, weights)
             record["seconds"] = time.perf_counter() - started
             progress.add(record, state.eval_params)
-            save_checkpoint(run.checkpoint_path, state, progress, run.model, run.config)
+            save_checkpoint(run.checkpoint_path, state, progress, run.model, stored_config)
             say(_epoch_line(record), echo=bar is None)  # the progress bar shows the epoch instead
             if bar is not None:
                 bar.set_postfix_str(_short(record))
