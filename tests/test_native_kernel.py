@@ -203,6 +203,7 @@ def _member_pullbacks(kernel, r_ij, mask, species):
 
 @pytest.mark.parametrize("name", SETS)
 def test_multi_cotangent_vjp_equals_single_vjps(name):
+    assert native.JACOBIAN_MEMBERS == 4  # 5 members below take the type-9 Jacobian path, 3 do not
     sf_set = SETS[name]
     fast, reference = make_descriptor_kernel(sf_set, "native"), make_descriptor_kernel(sf_set, "jax")
     r_ij, mask, species = random_environments(70, 18, len(sf_set.elements), seed=7)
@@ -217,8 +218,10 @@ def test_multi_cotangent_vjp_equals_single_vjps(name):
     assert relative_error(many, singles) < 1e-12
     assert relative_error(many, jax.jit(_member_pullbacks(reference, r_ij, mask, species))(cotangents)) < 1e-12
     assert float(jnp.max(jnp.abs(jnp.where(mask[None, ..., None], 0.0, many)))) == 0.0  # empty slots
-    # one member, and members whose cotangent is zero
+    # one member, three (below native.JACOBIAN_MEMBERS: one pass over the pairs per member, not
+    # the type-9 Jacobian), and members whose cotangent is zero
     assert relative_error(batched(cotangents[:1])[0], singles[0]) < 1e-12
+    assert relative_error(batched(cotangents[:3]), singles[:3]) < 1e-12
     zeroed = batched(cotangents.at[2].set(0.0))
     assert float(jnp.max(jnp.abs(zeroed[2]))) == 0.0
     assert relative_error(zeroed[3], singles[3]) < 1e-12
@@ -241,7 +244,7 @@ def test_multi_cotangent_vjp_every_cutoff_type():
 def test_multi_cotangent_vjp_float32():
     sf_set = SETS["mixed-cos-two-elements"]
     r_ij, mask, species = random_environments(20, 16, 2)
-    cotangents = jnp.asarray(np.random.default_rng(10).normal(size=(3, 20, sf_set.n_union)))
+    cotangents = jnp.asarray(np.random.default_rng(10).normal(size=(6, 20, sf_set.n_union)))
     reference = _member_pullbacks(make_descriptor_kernel(sf_set, "jax"), r_ij, mask, species)(cotangents)
     fast = make_descriptor_kernel(sf_set, "native")
     single = _member_pullbacks(fast, r_ij.astype(jnp.float32), mask, species)(cotangents.astype(jnp.float32))
@@ -285,7 +288,8 @@ def test_multi_cotangent_vjp_autodiff_and_nested_vmap():
     assert "mlip_sf_vjp_many" in program and "mlip_sf_jvp" in program
 
 
-def test_member_results_equal_each_member_alone():
+@pytest.mark.parametrize("n_members", [2, 5])
+def test_member_results_equal_each_member_alone(n_members):
     """``member_results`` of an ensemble (one multi-cotangent VJP over chunks) against every
     member's own ``energy_forces_virial``."""
     from ase import Atoms
@@ -295,7 +299,7 @@ def test_member_results_equal_each_member_alone():
     from mlip.model import Model, make_model_functions
 
     sf_set = mixed_set(("O", "Si"))
-    ensemble = Model.create(symmetry_functions=sf_set, hidden_layers=(6, 5), ensemble=3, seed=4)
+    ensemble = Model.create(symmetry_functions=sf_set, hidden_layers=(6, 5), ensemble=n_members, seed=4)
     rng = np.random.default_rng(13)
     cell = np.diag([6.1, 5.8, 6.4]) + rng.uniform(-0.4, 0.4, (3, 3))
     grid = np.stack(np.meshgrid(*[np.arange(3)] * 3, indexing="ij"), -1).reshape(-1, 3)
@@ -308,7 +312,7 @@ def test_member_results_equal_each_member_alone():
     assert "mlip_sf_vjp_many" in str(jax.make_jaxpr(functions.member_results)(ensemble.params, *inputs))
     members = jax.jit(functions.member_results)(ensemble.params, *inputs)
     single = jax.jit(make_model_functions(ensemble.config.member, chunk_size=8, backend="native").energy_forces_virial)
-    for k in range(3):
+    for k in range(n_members):
         alone = single(jax.tree_util.tree_map(lambda x, k=k: x[k], ensemble.params), *inputs)
         assert float(members.energy[k]) == pytest.approx(float(alone.energy), rel=1e-12, abs=1e-12)
         assert relative_error(members.forces[k], alone.forces) < 1e-11

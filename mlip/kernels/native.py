@@ -16,7 +16,9 @@ autodiff of the JAX kernel.  ``vmap`` folds batch axes into the atom axis, excep
 a VJP whose cotangent alone is batched (an ensemble's K members' dE_k/dG on shared
 descriptors): that binds a fourth primitive, the multi-cotangent VJP
 (``[K, n, F] -> [K, n, M, 3]``, the same custom call), which computes each pair's
-geometry, cutoffs, exponentials and angular powers once for all K.  On
+geometry, cutoffs, exponentials and angular powers once for all K; from
+:data:`JACOBIAN_MEMBERS` cotangents on, its type-9 part builds each atom's Jacobian
+once (about two single VJPs) and contracts it with every cotangent.  On
 platforms other than the CPU the primitives lower to the JAX kernel.
 
 The source is compiled on first use with the system C++ compiler (``$CXX`` or
@@ -58,6 +60,9 @@ FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-fopenmp-simd", "
          "-fno-trapping-math", "-std=c++17", "-shared", "-fPIC")
 _TARGETS = {"values": "MlipSfValues", "vjp": "MlipSfVjp", "jvp": "MlipSfJvp"}
 TABLE_WIDTH = 9  # columns of a function-table row, as kTableWidth in native/table.h
+#: From this many cotangents on, the multi-cotangent VJP's type-9 part builds each atom's
+#: Jacobian once and contracts it with every cotangent (kJacobianMembers in native/angular_wide.h).
+JACOBIAN_MEMBERS = 4
 
 
 class NativeKernelError(RuntimeError):

@@ -183,11 +183,123 @@ void pair_block(const Table& t, const PairBlock<T>& b, const T* cot, T* out, Scr
   }
 }
 
+// With this many cotangents or more, the type-9 VJP builds the atom's Jacobian
+// dG_f/dr_k of its type-9 functions once (about the cost of 2-3 single VJPs) and
+// contracts it with every cotangent, instead of one pass over the pairs per cotangent.
+constexpr int kJacobianMembers = 4;
+
+// The type-9 part of the VJP for s.members cotangents through the Jacobian.  Per pair (j, k)
+// and function f = (group g, shape l): G_f += coef a_g(r_j) a_g(r_k) P_l(cos), so
+//   dG_f/dr_j += coef [da_j a_k P u_j + a_j a_k dP (u_k - cos u_j) / r_j]
+//   dG_f/dr_k += coef [a_j da_k P u_k + a_j a_k dP (u_j - cos u_k) / r_k]
+// The j side is reduced over the block's k at once; the k side keeps the sums over j of
+// a_j P, a_j dP cos and a_j dP u_j per k (da_k, a_k / r_k and u_k are the same for every j).
+template <typename T>
+void wide_jacobian(const Table& t, int K, const T* cot, Scratch<T>& s) {
+  const int M = s.capacity, NC = s.members, F = t.n_columns;
+  const size_t NS = t.shapes.size();
+  const T* MLIP_RESTRICT R = s.r.data();
+  const T* MLIP_RESTRICT IR = s.inv_r.data();
+  const T* MLIP_RESTRICT UX = s.ux.data();
+  const T* MLIP_RESTRICT UY = s.uy.data();
+  const T* MLIP_RESTRICT UZ = s.uz.data();
+  const int32_t* MLIP_RESTRICT SP = s.species.data();
+  const T angular_cut = T(t.max_angular_cut);
+  int NW = 0;  // the type-9 functions, numbered 0 .. NW-1 in table order
+  for (const Angular& f : t.angular) NW += !t.groups[f.group].narrow;
+  if (NW == 0) return;
+  const size_t need_j = size_t(NW) * 3 * M, need_s = size_t(NW) * 5 * M;
+  if (s.jac.size() < need_j) s.jac.assign(need_j, T(0));
+  if (s.side.size() < need_s) s.side.assign(need_s, T(0));
+  std::fill(s.jac.begin(), s.jac.begin() + need_j, T(0));
+  std::fill(s.side.begin(), s.side.begin() + need_s, T(0));
+  T* MLIP_RESTRICT cs = s.cos.data();
+  for (int j = 0; j < K - 1; ++j) {
+    if (!(R[j] < angular_cut)) continue;
+    const int k0 = j + 1, n = K - k0;
+    const T uxj = UX[j], uyj = UY[j], uzj = UZ[j], inv_rj = IR[j];
+    const T* MLIP_RESTRICT uxk = UX + k0;
+    const T* MLIP_RESTRICT uyk = UY + k0;
+    const T* MLIP_RESTRICT uzk = UZ + k0;
+    const int32_t* MLIP_RESTRICT spk = SP + k0;
+    MLIP_SIMD for (int k = 0; k < n; ++k) cs[k] = uxj * uxk[k] + uyj * uyk[k] + uzj * uzk[k];
+    for (size_t l = 0; l < NS; ++l)
+      if (t.wide_shape[l]) shape_powers<T>(t.shapes[l], cs, &s.p[l * M], &s.dp[l * M], n);
+    const int ej = SP[j];
+    int w = -1;
+    for (const Angular& f : t.angular) {
+      if (t.groups[f.group].narrow) continue;
+      ++w;
+      int other = -2;
+      if (!t.one_element) other = ej == f.lo ? f.hi : (ej == f.hi ? f.lo : -1);
+      if (other == -1) continue;
+      const T aj = s.a[f.group * M + j], daj = s.da[f.group * M + j];
+      const T* MLIP_RESTRICT ak = &s.a[f.group * M + k0];
+      const T* MLIP_RESTRICT p = &s.p[f.shape * M];
+      const T* MLIP_RESTRICT dp = &s.dp[f.shape * M];
+      T* MLIP_RESTRICT side = &s.side[size_t(w) * 5 * M + k0];
+      T* MLIP_RESTRICT s_p = side;
+      T* MLIP_RESTRICT s_c = side + M;
+      T* MLIP_RESTRICT s_x = side + 2 * M;
+      T* MLIP_RESTRICT s_y = side + 3 * M;
+      T* MLIP_RESTRICT s_z = side + 4 * M;
+      T s1 = T(0), s2 = T(0), vx = T(0), vy = T(0), vz = T(0);
+      MLIP_SIMD_SUM(s1, s2, vx, vy, vz) for (int k = 0; k < n; ++k) {
+        const T m = (other == -2 || spk[k] == other) ? T(1) : T(0);
+        const T akp = m * ak[k] * p[k], akd = m * ak[k] * dp[k];
+        s1 += akp;
+        s2 += akd * cs[k];
+        vx += akd * uxk[k]; vy += akd * uyk[k]; vz += akd * uzk[k];
+        const T ajp = m * aj * p[k], ajd = m * aj * dp[k];
+        s_p[k] += ajp;
+        s_c[k] += ajd * cs[k];
+        s_x[k] += ajd * uxj; s_y[k] += ajd * uyj; s_z[k] += ajd * uzj;
+      }
+      const T coef = T(f.coefficient);
+      const T radial = coef * (daj * s1 - aj * inv_rj * s2), angular = coef * aj * inv_rj;
+      T* MLIP_RESTRICT jac = &s.jac[size_t(w) * 3 * M];
+      jac[j] += radial * uxj + angular * vx;
+      jac[M + j] += radial * uyj + angular * vy;
+      jac[2 * M + j] += radial * uzj + angular * vz;
+    }
+  }
+  // the k sides into the Jacobian, then every member's gradient sum_f cot_c[f] dG_f/dr_k
+  int w = -1;
+  for (const Angular& f : t.angular) {
+    if (t.groups[f.group].narrow) continue;
+    ++w;
+    const T coef = T(f.coefficient);
+    const T* MLIP_RESTRICT ak = &s.a[f.group * M];
+    const T* MLIP_RESTRICT dak = &s.da[f.group * M];
+    const T* MLIP_RESTRICT side = &s.side[size_t(w) * 5 * M];
+    T* MLIP_RESTRICT jx = &s.jac[size_t(w) * 3 * M];
+    T* MLIP_RESTRICT jy = jx + M;
+    T* MLIP_RESTRICT jz = jx + 2 * M;
+    MLIP_SIMD for (int k = 0; k < K; ++k) {
+      const T ar = ak[k] * IR[k];
+      const T along = coef * (dak[k] * side[k] - ar * side[M + k]);
+      jx[k] += along * UX[k] + coef * ar * side[2 * M + k];
+      jy[k] += along * UY[k] + coef * ar * side[3 * M + k];
+      jz[k] += along * UZ[k] + coef * ar * side[4 * M + k];
+    }
+    for (int c = 0; c < NC; ++c) {
+      const T weight = cot[c * F + f.column];
+      T* MLIP_RESTRICT gx = s.gx.data() + c * M;
+      T* MLIP_RESTRICT gy = s.gy.data() + c * M;
+      T* MLIP_RESTRICT gz = s.gz.data() + c * M;
+      MLIP_SIMD for (int k = 0; k < K; ++k) {
+        gx[k] += weight * jx[k]; gy[k] += weight * jy[k]; gz[k] += weight * jz[k];
+      }
+    }
+  }
+}
+
 // Type-9 terms of one atom: for each of its K compacted neighbours j inside the
 // largest angular cutoff, the pairs (j, k > j) as one PairBlock.  Needs the pair
 // factors a, da of every group in s.
 template <typename T, Mode mode>
 void wide_pairs(const Table& t, int K, const T* cot, T* out, Scratch<T>& s) {
+  if (mode == kVjp && s.members >= kJacobianMembers) return wide_jacobian<T>(t, K, cot, s);
   const int M = s.capacity;
   const T* MLIP_RESTRICT R = s.r.data();
   const T* MLIP_RESTRICT IR = s.inv_r.data();

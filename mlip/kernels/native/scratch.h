@@ -23,6 +23,7 @@ struct Scratch {  // per-thread buffers, sized by the neighbour capacity
   std::vector<T> gx, gy, gz;       // [members][k] gradient (VJP) or [k] tangent (JVP) of the compacted neighbours
   std::vector<T> tang_r, tang_c;   // [k] (JVP)
   std::vector<T> cot;              // [members][F]: this atom's cotangents (VJP)
+  std::vector<T> jac, side;        // VJP of many members, type 9: [functions][3][k], [functions][5][k]
 
   // VJP: the number of cotangents (ensemble members) of the current atom; member
   // c's arrays start at c * capacity (gx, gy, gz, acc_rk), c * n_groups * capacity
