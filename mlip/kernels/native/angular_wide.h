@@ -25,6 +25,96 @@ struct PairBlock {
   T *gxk, *gyk, *gzk;              // VJP: gradients of r_k, accumulated (member c's at + c * capacity)
 };
 
+// The VJP of one pair block for s.members cotangents (Fixed: that count, known at compile time;
+// 0: read from s).
+template <typename T, int Fixed>
+void pair_block_vjp(const Table& t, const PairBlock<T>& b, const T* cot, Scratch<T>& s) {
+  const int n = b.n, j = b.j, M = s.capacity, stride = b.stride;
+  const size_t NG = t.groups.size();
+  const T* MLIP_RESTRICT cs = b.cs;
+  const int32_t* MLIP_RESTRICT spk = b.spk;
+  const int ej = s.species[j];
+  auto partner = [&](const Angular& f) {
+    if (t.one_element) return -2;
+    if (ej == f.lo) return f.hi;
+    if (ej == f.hi) return f.lo;
+    return -1;
+  };
+  auto in_block = [&](const Angular& f) { return !t.groups[f.group].narrow; };
+  const T uxj = s.ux[j], uyj = s.uy[j], uzj = s.uz[j], inv_rj = s.inv_r[j];
+  const T* MLIP_RESTRICT uxk = b.uxk;
+  const T* MLIP_RESTRICT uyk = b.uyk;
+  const T* MLIP_RESTRICT uzk = b.uzk;
+  const T* MLIP_RESTRICT irk = b.irk;
+  // q_g = sum over the group's functions of coefficient * cotangent * P_l, dq_g with dP_l, for
+  // every member at once (member c's at c * n_groups * M)
+  const int NC = Fixed > 0 ? Fixed : s.members, F = t.n_columns;
+  const size_t member_q = s.n_groups * size_t(M);
+  for (int c = 0; c < NC; ++c)
+    for (size_t g = 0; g < NG; ++g) {
+      if (t.groups[g].narrow) continue;
+      std::fill(&s.q[c * member_q + g * M], &s.q[c * member_q + g * M] + n, T(0));
+      std::fill(&s.dq[c * member_q + g * M], &s.dq[c * member_q + g * M] + n, T(0));
+    }
+  for (const Angular& f : t.angular) {
+    if (!in_block(f)) continue;
+    const int other = partner(f);
+    if (other == -1) continue;
+    const T* MLIP_RESTRICT p = &s.p[f.shape * M];
+    const T* MLIP_RESTRICT dp = &s.dp[f.shape * M];
+    for (int c = 0; c < NC; ++c) {
+      const T w = T(f.coefficient) * cot[c * F + f.column];
+      T* MLIP_RESTRICT q = &s.q[c * member_q + f.group * M];
+      T* MLIP_RESTRICT dq = &s.dq[c * member_q + f.group * M];
+      if (other == -2) {
+        MLIP_SIMD for (int k = 0; k < n; ++k) { q[k] += w * p[k]; dq[k] += w * dp[k]; }
+      } else {
+        MLIP_SIMD for (int k = 0; k < n; ++k) {
+          T m = spk[k] == other ? w : T(0);
+          q[k] += m * p[k];
+          dq[k] += m * dp[k];
+        }
+      }
+    }
+  }
+  for (int c = 0; c < NC; ++c) {
+    T* MLIP_RESTRICT arj = s.acc_rj.data();
+    T* MLIP_RESTRICT ark = s.acc_rk.data();  // the radial terms' member buffers are done with
+    T* MLIP_RESTRICT ac = s.acc_c.data();
+    std::fill(arj, arj + n, T(0)); std::fill(ark, ark + n, T(0)); std::fill(ac, ac + n, T(0));
+    for (size_t g = 0; g < NG; ++g) {
+      if (t.groups[g].narrow) continue;
+      const T aj = s.a[g * M + j], daj = s.da[g * M + j];
+      const T* MLIP_RESTRICT ak = b.a + g * stride;
+      const T* MLIP_RESTRICT dak = b.da + g * stride;
+      const T* MLIP_RESTRICT q = &s.q[c * member_q + g * M];
+      const T* MLIP_RESTRICT dq = &s.dq[c * member_q + g * M];
+      MLIP_SIMD for (int k = 0; k < n; ++k) {
+        arj[k] += daj * ak[k] * q[k];
+        ark[k] += aj * dak[k] * q[k];
+        ac[k] += aj * ak[k] * dq[k];
+      }
+    }
+    // d cos/d r_j = (u_k - cos u_j) / r_j, d cos/d r_k = (u_j - cos u_k) / r_k,
+    // d r_jk/d r_k = w / r_jk = -d r_jk/d r_j
+    T* MLIP_RESTRICT gxk = b.gxk + c * M;
+    T* MLIP_RESTRICT gyk = b.gyk + c * M;
+    T* MLIP_RESTRICT gzk = b.gzk + c * M;
+    T gjx = T(0), gjy = T(0), gjz = T(0);
+    MLIP_SIMD_SUM(gjx, gjy, gjz) for (int k = 0; k < n; ++k) {
+      T cosine = cs[k];
+      T cj = ac[k] * inv_rj, ck = ac[k] * irk[k];
+      gjx += arj[k] * uxj + cj * (uxk[k] - cosine * uxj);
+      gjy += arj[k] * uyj + cj * (uyk[k] - cosine * uyj);
+      gjz += arj[k] * uzj + cj * (uzk[k] - cosine * uzj);
+      gxk[k] += ark[k] * uxk[k] + ck * (uxj - cosine * uxk[k]);
+      gyk[k] += ark[k] * uyk[k] + ck * (uyj - cosine * uyk[k]);
+      gzk[k] += ark[k] * uzk[k] + ck * (uzj - cosine * uzk[k]);
+    }
+    s.gx[c * M + j] += gjx; s.gy[c * M + j] += gjy; s.gz[c * M + j] += gjz;
+  }
+}
+
 template <typename T, Mode mode>
 void pair_block(const Table& t, const PairBlock<T>& b, const T* cot, T* out, Scratch<T>& s) {
   const int n = b.n, j = b.j, M = s.capacity, stride = b.stride;
@@ -69,74 +159,9 @@ void pair_block(const Table& t, const PairBlock<T>& b, const T* cot, T* out, Scr
   const T* MLIP_RESTRICT irk = b.irk;
 
   if (mode == kVjp) {
-    // q_g = sum over the group's functions of coefficient * cotangent * P_l, dq_g with dP_l, for
-    // every member at once (member c's at c * n_groups * M)
-    const int NC = s.members, F = t.n_columns;
-    const size_t member_q = s.n_groups * size_t(M);
-    for (int c = 0; c < NC; ++c)
-      for (size_t g = 0; g < NG; ++g) {
-        if (t.groups[g].narrow) continue;
-        std::fill(&s.q[c * member_q + g * M], &s.q[c * member_q + g * M] + n, T(0));
-        std::fill(&s.dq[c * member_q + g * M], &s.dq[c * member_q + g * M] + n, T(0));
-      }
-    for (const Angular& f : t.angular) {
-      if (!in_block(f)) continue;
-      const int other = partner(f);
-      if (other == -1) continue;
-      const T* MLIP_RESTRICT p = &s.p[f.shape * M];
-      const T* MLIP_RESTRICT dp = &s.dp[f.shape * M];
-      for (int c = 0; c < NC; ++c) {
-        const T w = T(f.coefficient) * cot[c * F + f.column];
-        T* MLIP_RESTRICT q = &s.q[c * member_q + f.group * M];
-        T* MLIP_RESTRICT dq = &s.dq[c * member_q + f.group * M];
-        if (other == -2) {
-          MLIP_SIMD for (int k = 0; k < n; ++k) { q[k] += w * p[k]; dq[k] += w * dp[k]; }
-        } else {
-          MLIP_SIMD for (int k = 0; k < n; ++k) {
-            T m = spk[k] == other ? w : T(0);
-            q[k] += m * p[k];
-            dq[k] += m * dp[k];
-          }
-        }
-      }
-    }
-    for (int c = 0; c < NC; ++c) {
-      T* MLIP_RESTRICT arj = s.acc_rj.data();
-      T* MLIP_RESTRICT ark = s.acc_rk.data();  // the radial terms' member buffers are done with
-      T* MLIP_RESTRICT ac = s.acc_c.data();
-      std::fill(arj, arj + n, T(0)); std::fill(ark, ark + n, T(0)); std::fill(ac, ac + n, T(0));
-      for (size_t g = 0; g < NG; ++g) {
-        if (t.groups[g].narrow) continue;
-        const T aj = s.a[g * M + j], daj = s.da[g * M + j];
-        const T* MLIP_RESTRICT ak = b.a + g * stride;
-        const T* MLIP_RESTRICT dak = b.da + g * stride;
-        const T* MLIP_RESTRICT q = &s.q[c * member_q + g * M];
-        const T* MLIP_RESTRICT dq = &s.dq[c * member_q + g * M];
-        MLIP_SIMD for (int k = 0; k < n; ++k) {
-          arj[k] += daj * ak[k] * q[k];
-          ark[k] += aj * dak[k] * q[k];
-          ac[k] += aj * ak[k] * dq[k];
-        }
-      }
-      // d cos/d r_j = (u_k - cos u_j) / r_j, d cos/d r_k = (u_j - cos u_k) / r_k,
-      // d r_jk/d r_k = w / r_jk = -d r_jk/d r_j
-      T* MLIP_RESTRICT gxk = b.gxk + c * M;
-      T* MLIP_RESTRICT gyk = b.gyk + c * M;
-      T* MLIP_RESTRICT gzk = b.gzk + c * M;
-      T gjx = T(0), gjy = T(0), gjz = T(0);
-      MLIP_SIMD_SUM(gjx, gjy, gjz) for (int k = 0; k < n; ++k) {
-        T cosine = cs[k];
-        T cj = ac[k] * inv_rj, ck = ac[k] * irk[k];
-        gjx += arj[k] * uxj + cj * (uxk[k] - cosine * uxj);
-        gjy += arj[k] * uyj + cj * (uyk[k] - cosine * uyj);
-        gjz += arj[k] * uzj + cj * (uzk[k] - cosine * uzj);
-        gxk[k] += ark[k] * uxk[k] + ck * (uxj - cosine * uxk[k]);
-        gyk[k] += ark[k] * uyk[k] + ck * (uyj - cosine * uyk[k]);
-        gzk[k] += ark[k] * uzk[k] + ck * (uzj - cosine * uzk[k]);
-      }
-      s.gx[c * M + j] += gjx; s.gy[c * M + j] += gjy; s.gz[c * M + j] += gjz;
-    }
-    return;
+    // one member: the member count a compile-time 1 (the single VJP's loops as without members)
+    if (s.members == 1) return pair_block_vjp<T, 1>(t, b, cot, s);
+    return pair_block_vjp<T, 0>(t, b, cot, s);
   }
 
   // JVP: tangent of cos along the input tangent
