@@ -12,7 +12,7 @@ scored on the same held-out SW MD test set (test.extxyz, 300-1500 K):
   one seeded random permutation of it, and for each curve-A point the first
   ``n - 10`` frames of it labelled by SW and added to the seed set (nested sets;
   frames the oracle fails on are skipped).  Training is the loop's own step
-  (mlip.learn.loop._train): the same [train] config, the first point is the
+  (mlip.learn.loop.train_iteration): the same [train] config, the first point is the
   loop's iteration-0 model (the same 10 structures), every later one fine-tuned
   from the previous random model, as the loop fine-tunes from its previous iteration.
 
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     from mlip.io import load_model
     from mlip.learn import learn
     from mlip.learn.config import learn_config_from_dict
-    from mlip.learn.loop import _Store, _train, label, make_oracle
+    from mlip.learn.loop import DataStore, train_iteration, label, make_oracle
     from mlip.plots import new_figure
     from mlip.training.data import read_samples
     from mlip.training.evaluate import metrics_by_group, predict_samples
@@ -135,11 +135,11 @@ def main(argv=None) -> int:
             model_path = directory / "iter_000" / "train" / config.train.output.model_name
         else:
             folder = output / "random" / f"n_{point['structures']:04d}"
-            store = _Store(folder)
+            store = DataStore(folder)
             folder.mkdir(parents=True, exist_ok=True)
             if not store.data.exists():
                 store.add(seed_frames + chosen)
-            model_path = _train(config, store, folder, previous, log=lambda line: None, progress=False)
+            model_path = train_iteration(config, store, folder, previous, log=lambda line: None, progress=False)
         previous = model_path
         metrics = metrics_by_group(predict_samples(load_model(model_path), test))["all"]
         random_curve.append({"structures": point["structures"], "test_F_MAE_meV_per_A": metrics["F MAE meV/Å"],

@@ -102,3 +102,16 @@ def test_no_private_names_across_modules():
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_stay_small(path):
     assert len(path.read_text().splitlines()) <= MAX_LINES
+
+
+def test_examples_and_benchmarks_use_public_names_only():
+    """Scripts outside the package import no private mlip name (what they need is API)."""
+    root = PACKAGE.parent
+    reach_ins = []
+    for folder in ("examples", "benchmarks"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mlip":
+                    reach_ins += [f"{path.relative_to(root)} imports {alias.name} from {node.module}"
+                                  for alias in node.names if alias.name.startswith("_")]
+    assert not reach_ins, reach_ins

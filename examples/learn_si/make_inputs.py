@@ -21,7 +21,7 @@ import numpy as np
 from ase.build import bulk
 from ase.io import write
 
-from mlip.training.generate import _md_snapshots, _rattle, label, stillinger_weber_si
+from mlip.training.generate import md_snapshots, rattle, label, stillinger_weber_si
 
 HERE = Path(__file__).resolve().parent
 SEED = 2026
@@ -36,7 +36,7 @@ def seed_structures(rng: np.random.Generator, n: int = 10) -> list:
         strain = rng.uniform(-0.03, 0.03, (3, 3))
         atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.5 * (strain + strain.T)), scale_atoms=True)
         amplitude = (0.03, 0.06, 0.09, 0.12)[k % 4]
-        structures.append(_rattle(atoms, amplitude, rng, min_distance=0.8 * 2.35))
+        structures.append(rattle(atoms, amplitude, rng, min_distance=0.8 * 2.35))
     return structures
 
 
@@ -51,7 +51,7 @@ def test_structures(calculator, rng: np.random.Generator, per_temperature: int =
     cell = bulk("Si", "diamond", a=5.431, cubic=True).repeat((2, 2, 2))
     frames = []
     for temperature in TEST_TEMPERATURES:
-        snapshots = _md_snapshots(cell, calculator, temperature, per_temperature, rng, timestep=2.0, interval=50,
+        snapshots = md_snapshots(cell, calculator, temperature, per_temperature, rng, timestep=2.0, interval=50,
                                   equilibration=200, friction=0.02)
         for atoms in snapshots:
             atoms.info["config_type"] = f"md{temperature:g}K"

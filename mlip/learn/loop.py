@@ -102,7 +102,7 @@ def label(atoms: Atoms, calculator) -> Atoms | None:
     return atoms
 
 
-class _Store:
+class DataStore:
     """The data set and the state file of a loop directory (atomic rewrites)."""
 
     def __init__(self, directory: Path):
@@ -135,7 +135,7 @@ def learn(config: LearnConfig, resume: bool = False, log: Callable[[str], None] 
         ValueError: the oracle cannot be imported; bad structures (from training).
     """
     directory = config.path(config.learn.directory)
-    store = _Store(directory)
+    store = DataStore(directory)
     if store.state_path.exists() and not resume:
         raise FileExistsError(f"{directory} already holds an active-learning loop: continue it with --resume, "
                               "or choose another learn.directory")
@@ -155,7 +155,7 @@ def learn(config: LearnConfig, resume: bool = False, log: Callable[[str], None] 
             model_path = folder / "train" / config.train.output.model_name
             continue
         started = time.perf_counter()
-        model_path = _train(config, store, folder, model_path, log, progress)
+        model_path = train_iteration(config, store, folder, model_path, log, progress)
         model = load_model(model_path)
         frames, failed_md = _explore(config, model, folder, iteration, log)
         deviations = np.array([f.arrays["devi_f"].max() for f in frames])
@@ -187,7 +187,8 @@ def learn(config: LearnConfig, resume: bool = False, log: Callable[[str], None] 
     return records
 
 
-def _train(config: LearnConfig, store: _Store, folder: Path, previous: Path | None, log, progress: bool) -> Path:
+def train_iteration(config: LearnConfig, store: DataStore, folder: Path, previous: Path | None, log,
+                    progress: bool) -> Path:
     """The iteration's model file: trained on the data set (resumed if killed), or the
     one a finished training left; from the second iteration on, fine-tuned from the
     previous iteration's model (its descriptors and scaling kept)."""
@@ -259,7 +260,7 @@ def _select(config: LearnConfig, model: Model, folder: Path, frames: list[Atoms]
     return chosen
 
 
-def _label(store: _Store, selected: list[Atoms], oracle, log) -> tuple[int, int]:
+def _label(store: DataStore, selected: list[Atoms], oracle, log) -> tuple[int, int]:
     """Label the selected frames not yet in the data set (nor failed before); counts of new and failed labels."""
     done = {f.info.get("learn_id") for f in store.frames()} | set(store.state["failed_labels"])
     new = failed = 0

@@ -187,8 +187,8 @@ def generate_structures(
     def stream(group: str) -> np.random.Generator:
         return np.random.default_rng([seed, _STREAM[group]])
 
-    def rattle(atoms: Atoms, amplitude: float, rng: np.random.Generator) -> Atoms:
-        return _rattle(atoms, amplitude, rng, min_distance)
+    def rattled_copy(atoms: Atoms, amplitude: float, rng: np.random.Generator) -> Atoms:
+        return rattle(atoms, amplitude, rng, min_distance)
 
     structures: list[Atoms] = []
     clock = [time.perf_counter()]
@@ -202,7 +202,7 @@ def generate_structures(
         return result
 
     rng = stream("rattled")
-    rattled = [rattle(cells[rng.integers(len(cells))], rattle_amplitudes[k % len(rattle_amplitudes)], rng)
+    rattled = [rattled_copy(cells[rng.integers(len(cells))], rattle_amplitudes[k % len(rattle_amplitudes)], rng)
                for k in range(n_rattled)]
     structures += labelled(rattled, "rattled")
 
@@ -213,11 +213,11 @@ def generate_structures(
         strain = rng.uniform(-max_strain, max_strain, (3, 3))
         strain = 0.5 * (strain + strain.T)
         atoms.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
-        strained.append(rattle(atoms, float(rng.uniform(0.02, 0.05)), rng))
+        strained.append(rattled_copy(atoms, float(rng.uniform(0.02, 0.05)), rng))
     for ratio in np.linspace(volume_range[0], volume_range[1], n_volume):
         atoms = conventional.copy()
         atoms.set_cell(atoms.cell.array * ratio ** (1.0 / 3.0), scale_atoms=True)
-        strained.append(rattle(atoms, 0.01, rng))
+        strained.append(rattled_copy(atoms, 0.01, rng))
     structures += labelled(strained, "strained")
 
     rng = stream("vacancy")
@@ -226,14 +226,15 @@ def generate_structures(
     for k in range(n_vacancy):
         atoms = large[rng.integers(len(large))].copy()
         del atoms[int(rng.integers(len(atoms)))]
-        vacancies.append(rattle(atoms, rattle_amplitudes[k % len(rattle_amplitudes)], rng))
+        vacancies.append(rattled_copy(atoms, rattle_amplitudes[k % len(rattle_amplitudes)], rng))
     structures += labelled(vacancies, "vacancy")
 
     rng = stream("surface")
     slabs = [surface(conventional, tuple(index), surface_layers, vacuum=vacuum, periodic=True)
              for index in surface_indices]
     surface_amplitudes = [x for x in rattle_amplitudes if x <= 0.1] or [min(rattle_amplitudes, default=0.05)]
-    surfaces = [rattle(slabs[k % len(slabs)], surface_amplitudes[(k // len(slabs)) % len(surface_amplitudes)], rng)
+    surfaces = [rattled_copy(slabs[k % len(slabs)], surface_amplitudes[(k // len(slabs)) % len(surface_amplitudes)],
+                             rng)
                 for k in range(n_surface)]
     structures += labelled(surfaces, "surface")
 
@@ -244,7 +245,7 @@ def generate_structures(
         n_snapshots = n_md // n_temperatures + (t_index < n_md % n_temperatures)
         if n_snapshots == 0:
             continue
-        snapshots += _md_snapshots(conventional.repeat(md_repeat), calculator, temperature, n_snapshots, rng,
+        snapshots += md_snapshots(conventional.repeat(md_repeat), calculator, temperature, n_snapshots, rng,
                                    md_timestep, md_interval, md_equilibration, md_friction)
     structures += labelled(snapshots, "md")
     return structures
@@ -319,7 +320,7 @@ def _nearest_neighbor_distance(atoms: Atoms) -> float:
         cutoff *= 1.5
 
 
-def _rattle(atoms: Atoms, amplitude: float, rng: np.random.Generator, min_distance: float,
+def rattle(atoms: Atoms, amplitude: float, rng: np.random.Generator, min_distance: float,
             max_tries: int = 1000) -> Atoms:
     """Copy of ``atoms`` with Gaussian displacements (std ``amplitude`` Å per component).
 
@@ -338,7 +339,7 @@ def _rattle(atoms: Atoms, amplitude: float, rng: np.random.Generator, min_distan
     raise RuntimeError(f"could not rattle by {amplitude} Å keeping atoms {min_distance} Å apart")
 
 
-def _md_snapshots(atoms: Atoms, calculator: Calculator, temperature: float, n_snapshots: int,
+def md_snapshots(atoms: Atoms, calculator: Calculator, temperature: float, n_snapshots: int,
                   rng: np.random.Generator, timestep: float, interval: int, equilibration: int,
                   friction: float) -> list[Atoms]:
     """Unlabelled snapshots of Langevin MD at ``temperature`` K (timestep in fs, friction in 1/fs)."""
