@@ -265,17 +265,11 @@ def sw_fitted(model, n_structures: int, seed: int = 0):
     Stillinger-Weber energies, forces and stresses of strained, rattled 8-atom
     diamond cells: the benchmark architecture with physical, stable dynamics."""
     from mlip.training.data import sample_from_atoms
-    from mlip.training.generate import label, stillinger_weber_si
+    from mlip.training.generate import label, stillinger_weber_si, strained_diamond_cells
     from mlip.training.linear import fit_output_layers
     from mlip.training.scaling import fit_feature_scaling
 
-    rng = np.random.default_rng(seed)
-    structures = []
-    for _ in range(n_structures):
-        atoms = bulk("Si", "diamond", a=5.431, cubic=True)
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.uniform(-0.04, 0.04, (3, 3))), scale_atoms=True)
-        atoms.positions += rng.normal(0.0, 0.06, atoms.positions.shape)
-        structures.append(atoms)
+    structures = strained_diamond_cells(n_structures, seed)
     samples = [sample_from_atoms(atoms) for atoms in label(structures, stillinger_weber_si())]
     return fit_output_layers(fit_feature_scaling(model, [s.atoms for s in samples]), samples)
 

@@ -20,20 +20,13 @@ from mlip.extrapolation import ExtrapolationError, ExtrapolationWarning
 from mlip.io import load_model, save_model
 from mlip.model import Model
 from mlip.n2p2 import read_n2p2, write_n2p2
-from mlip.training.generate import label, stillinger_weber_si
+from mlip.training.generate import label, stillinger_weber_si, strained_diamond_cells
 from mlip.training.linear import random_feature_model
 from mlip.training.scaling import with_feature_range
 
 
 def _training_structures(n: int = 6, seed: int = 3):
-    rng = np.random.default_rng(seed)
-    structures = []
-    for _ in range(n):
-        atoms = bulk("Si", "diamond", a=5.431, cubic=True)
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))), scale_atoms=True)
-        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
-        structures.append(atoms)
-    return label(structures, stillinger_weber_si())
+    return label(strained_diamond_cells(n, seed, strain=0.03, rattle_amplitude=0.05), stillinger_weber_si())
 
 
 @pytest.fixture(scope="module")

@@ -38,11 +38,10 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlip.training.config import ConfigError, TrainConfig, config_from_dict, section_from_table
+from mlip.training.config import ConfigError, TrainConfig, config_from_dict, read_toml, section_from_table
 
 
 @dataclass(frozen=True)
@@ -158,11 +157,4 @@ def check_learn_config(config: LearnConfig) -> None:
 
 def load_learn_config(path: str | os.PathLike) -> LearnConfig:
     """Read an ``mlip learn`` TOML configuration."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"cannot read config {path}: {error}") from error
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}") from error
-    return learn_config_from_dict(data, base_dir=path.parent)
+    return learn_config_from_dict(read_toml(path), base_dir=Path(path).parent)

@@ -198,16 +198,21 @@ def config_from_dict(data: dict, base_dir: str | os.PathLike = ".") -> TrainConf
     return config
 
 
-def load_config(path: str | os.PathLike) -> TrainConfig:
-    """Read a TOML training configuration."""
+def read_toml(path: str | os.PathLike) -> dict:
+    """The parsed TOML file ``path``; ``ConfigError`` naming the file if it cannot be
+    read or parsed."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except OSError as error:
         raise ConfigError(f"cannot read config {path}: {error}") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from error
-    return config_from_dict(data, base_dir=path.parent)
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a TOML training configuration."""
+    return config_from_dict(read_toml(path), base_dir=Path(path).parent)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

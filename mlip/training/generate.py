@@ -320,6 +320,21 @@ def _nearest_neighbor_distance(atoms: Atoms) -> float:
         cutoff *= 1.5
 
 
+def strained_diamond_cells(n: int, seed: int = 0, strain: float = 0.04, rattle_amplitude: float = 0.06,
+                           element: str = "Si", a: float = 5.431) -> list[Atoms]:
+    """``n`` cubic 8-atom diamond cells (lattice constant ``a`` Å), each under a random
+    homogeneous deformation (entries uniform in ±``strain``) and rattled (Gaussian,
+    ``rattle_amplitude`` Å per component), from one generator seeded with ``seed``."""
+    rng = np.random.default_rng(seed)
+    structures = []
+    for _ in range(n):
+        atoms = bulk(element, "diamond", a=a, cubic=True)
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.uniform(-strain, strain, (3, 3))), scale_atoms=True)
+        atoms.positions += rng.normal(0.0, rattle_amplitude, atoms.positions.shape)
+        structures.append(atoms)
+    return structures
+
+
 def rattle(atoms: Atoms, amplitude: float, rng: np.random.Generator, min_distance: float,
             max_tries: int = 1000) -> Atoms:
     """Copy of ``atoms`` with Gaussian displacements (std ``amplitude`` Å per component).

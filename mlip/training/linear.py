@@ -113,15 +113,7 @@ def random_feature_si(r_cut: float = 4.0, hidden: int = 24, n_structures: int = 
     strained (±4 %) and rattled (0.06 Å) 8-atom diamond cells.  For tests,
     benchmarks and examples that need a physical potential, not an accurate one.
     """
-    from ase.build import bulk
+    from mlip.training.generate import label, stillinger_weber_si, strained_diamond_cells
 
-    from mlip.training.generate import label, stillinger_weber_si
-
-    rng = np.random.default_rng(seed)
-    structures = []
-    for _ in range(n_structures):
-        atoms = bulk("Si", "diamond", a=5.431, cubic=True)
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.uniform(-0.04, 0.04, (3, 3))), scale_atoms=True)
-        atoms.positions += rng.normal(0.0, 0.06, atoms.positions.shape)
-        structures.append(atoms)
+    structures = strained_diamond_cells(n_structures, seed)
     return random_feature_model(label(structures, stillinger_weber_si()), ["Si"], r_cut, hidden, seed=seed)
