@@ -25,6 +25,15 @@ struct PairBlock {
   T *gxk, *gyk, *gzk;              // VJP: gradients of r_k, accumulated (member c's at + c * capacity)
 };
 
+// The element a type-9 function f of an atom needs at k when its neighbour j has
+// element ej: -2 any (one-element table), -1 none (f does not involve ej).
+inline int partner_element(const Table& t, int ej, const Angular& f) {
+  if (t.one_element) return -2;
+  if (ej == f.lo) return f.hi;
+  if (ej == f.hi) return f.lo;
+  return -1;
+}
+
 // The VJP of one pair block for s.members cotangents (Fixed: that count, known at compile time;
 // 0: read from s).
 template <typename T, int Fixed>
@@ -34,12 +43,6 @@ void pair_block_vjp(const Table& t, const PairBlock<T>& b, const T* cot, Scratch
   const T* MLIP_RESTRICT cs = b.cs;
   const int32_t* MLIP_RESTRICT spk = b.spk;
   const int ej = s.species[j];
-  auto partner = [&](const Angular& f) {
-    if (t.one_element) return -2;
-    if (ej == f.lo) return f.hi;
-    if (ej == f.hi) return f.lo;
-    return -1;
-  };
   auto in_block = [&](const Angular& f) { return !t.groups[f.group].narrow; };
   const T uxj = s.ux[j], uyj = s.uy[j], uzj = s.uz[j], inv_rj = s.inv_r[j];
   const T* MLIP_RESTRICT uxk = b.uxk;
@@ -58,7 +61,7 @@ void pair_block_vjp(const Table& t, const PairBlock<T>& b, const T* cot, Scratch
     }
   for (const Angular& f : t.angular) {
     if (!in_block(f)) continue;
-    const int other = partner(f);
+    const int other = partner_element(t, ej, f);
     if (other == -1) continue;
     const T* MLIP_RESTRICT p = &s.p[f.shape * M];
     const T* MLIP_RESTRICT dp = &s.dp[f.shape * M];
@@ -124,20 +127,14 @@ void pair_block(const Table& t, const PairBlock<T>& b, const T* cot, T* out, Scr
   for (size_t l = 0; l < NS; ++l)
     if (t.wide_shape[l]) shape_powers<T>(t.shapes[l], cs, &s.p[l * M], &s.dp[l * M], n);
 
-  // partner element of j for each function (-2: any, -1: none)
+  // element of j (partner_element gives the element each function needs at k)
   const int ej = s.species[j];
-  auto partner = [&](const Angular& f) {
-    if (t.one_element) return -2;
-    if (ej == f.lo) return f.hi;
-    if (ej == f.hi) return f.lo;
-    return -1;
-  };
   auto in_block = [&](const Angular& f) { return !t.groups[f.group].narrow; };
 
   if (mode == kValues) {
     for (const Angular& f : t.angular) {
       if (!in_block(f)) continue;
-      const int other = partner(f);
+      const int other = partner_element(t, ej, f);
       if (other == -1) continue;
       const T* MLIP_RESTRICT ak = b.a + f.group * stride;
       const T* MLIP_RESTRICT p = &s.p[f.shape * M];
@@ -192,7 +189,7 @@ void pair_block(const Table& t, const PairBlock<T>& b, const T* cot, T* out, Scr
   }
   for (const Angular& f : t.angular) {
     if (!in_block(f)) continue;
-    const int other = partner(f);
+    const int other = partner_element(t, ej, f);
     if (other == -1) continue;
     const T* MLIP_RESTRICT p = &s.p[f.shape * M];
     const T* MLIP_RESTRICT dp = &s.dp[f.shape * M];
